@@ -1,0 +1,491 @@
+//! The double-entry ledger: accounts, transactions of postings that sum to zero per asset,
+//! point lots, and member balances.
+//!
+//! Signs: a posting adds its amount to the account's balance. Member accounts hold value, so
+//! their balances are positive; merchant-side accounts are the other side of every movement
+//! (`points_issued` goes negative as points are issued). Only member accounts keep a cached
+//! balance; a merchant-side account's balance is the sum of its postings, so no merchant row
+//! is ever locked on the write path.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use crate::db::{from_unix_micros, new_id};
+use crate::error::CoreError;
+use crate::money::format_money;
+
+pub const POINTS: &str = "POINTS";
+pub const USES: &str = "USES";
+
+/// Most postings one transaction may carry.
+pub const POSTINGS_PER_TRANSACTION_MAX: usize = 64;
+/// Most lots one spend may touch before the host refuses (a guard on the FIFO loop).
+pub const LOTS_PER_SPEND_MAX: usize = 10_000;
+
+/// The asset of a merchant-side account: fixed, or the merchant's currency.
+#[derive(Debug, Clone, Copy)]
+pub enum AssetOf {
+    Points,
+    Currency,
+    Uses,
+}
+
+impl AssetOf {
+    pub fn resolve(self, currency: &str) -> &str {
+        match self {
+            AssetOf::Points => POINTS,
+            AssetOf::Currency => currency,
+            AssetOf::Uses => USES,
+        }
+    }
+}
+
+/// Merchant-side accounts, created with the merchant.
+pub const MERCHANT_ACCOUNTS: &[(&str, AssetOf)] = &[
+    ("points_issued", AssetOf::Points),
+    ("points_redeemed", AssetOf::Points),
+    ("points_breakage", AssetOf::Points),
+    ("points_adjusted", AssetOf::Points),
+    ("stored_value_paid_in", AssetOf::Currency),
+    ("stored_value_bonus_issued", AssetOf::Currency),
+    ("stored_value_redeemed", AssetOf::Currency),
+    ("stored_value_bonus_redeemed", AssetOf::Currency),
+    ("count_card_uses_issued", AssetOf::Uses),
+    ("count_card_uses_consumed", AssetOf::Uses),
+];
+
+/// Member accounts, created with the member (count cards get one each when sold).
+pub const MEMBER_ACCOUNTS: &[(&str, AssetOf)] = &[
+    ("points", AssetOf::Points),
+    ("points_pending", AssetOf::Points),
+    ("stored_value_principal", AssetOf::Currency),
+    ("stored_value_bonus", AssetOf::Currency),
+];
+
+pub fn merchant_account_id(kind: &str) -> String {
+    format!("merchant:{kind}")
+}
+
+pub fn member_account_id(member_id: &str, kind: &str) -> String {
+    format!("{member_id}:{kind}")
+}
+
+pub fn count_card_account_id(card_id: &str) -> String {
+    format!("{card_id}:uses")
+}
+
+#[derive(Debug, Clone)]
+pub struct Posting {
+    pub account_id: String,
+    pub asset: String,
+    pub amount: i64,
+    /// Member accounts keep a cached balance that must move with the posting.
+    pub member_account: bool,
+}
+
+impl Posting {
+    pub fn merchant(kind: &str, asset: &str, amount: i64) -> Posting {
+        Posting {
+            account_id: merchant_account_id(kind),
+            asset: asset.to_string(),
+            amount,
+            member_account: false,
+        }
+    }
+    pub fn member(account_id: String, asset: &str, amount: i64) -> Posting {
+        Posting {
+            account_id,
+            asset: asset.to_string(),
+            amount,
+            member_account: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewTransaction {
+    pub kind: &'static str,
+    pub member_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    pub provenance: Option<String>,
+    pub postings: Vec<Posting>,
+    /// Member accounts whose balance may end below zero (points debt, when the merchant allows it).
+    pub negative_allowed: Vec<String>,
+}
+
+/// Writes one balanced transaction: its row, its postings, and the cached balances of the
+/// member accounts it touches (one statement for all of them). Checks balance before the
+/// write (every asset sums to zero) and after it (no member balance below zero unless allowed).
+/// Returns the transaction id and the new balances of the member accounts.
+pub async fn record(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    now: i64,
+    transaction: NewTransaction,
+) -> Result<(String, BTreeMap<String, i64>), CoreError> {
+    let postings: Vec<&Posting> = transaction
+        .postings
+        .iter()
+        .filter(|posting| posting.amount != 0)
+        .collect();
+    assert!(
+        postings.len() <= POSTINGS_PER_TRANSACTION_MAX,
+        "a transaction carries too many postings"
+    );
+    let mut per_asset: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in &postings {
+        *per_asset.entry(posting.asset.as_str()).or_default() += posting.amount;
+    }
+    if let Some((asset, sum)) = per_asset.iter().find(|(_, sum)| **sum != 0) {
+        return Err(CoreError::Internal(format!(
+            "unbalanced {} transaction: {asset} sums to {sum}",
+            transaction.kind
+        )));
+    }
+    let transaction_id = new_id("txn");
+    sqlx::query(
+        "INSERT INTO transactions (merchant_id, id, kind, member_id, idempotency_key, reference, \
+         reason, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(merchant_id)
+    .bind(&transaction_id)
+    .bind(transaction.kind)
+    .bind(&transaction.member_id)
+    .bind(&transaction.idempotency_key)
+    .bind(&transaction.reference)
+    .bind(&transaction.reason)
+    .bind(&transaction.provenance)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    if postings.is_empty() {
+        return Ok((transaction_id, BTreeMap::new()));
+    }
+    let mut sql = String::from(
+        "INSERT INTO postings (merchant_id, transaction_id, seq, account_id, asset, amount) VALUES ",
+    );
+    for index in 0..postings.len() {
+        let base = 3 + index * 4;
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "($1, $2, ${}, ${}, ${}, ${})",
+            base,
+            base + 1,
+            base + 2,
+            base + 3
+        ));
+    }
+    let mut query = sqlx::query(&sql).bind(merchant_id).bind(&transaction_id);
+    for (seq, posting) in postings.iter().enumerate() {
+        query = query
+            .bind(i64::try_from(seq).expect("few postings"))
+            .bind(&posting.account_id)
+            .bind(&posting.asset)
+            .bind(posting.amount);
+    }
+    query.execute(&mut *connection).await?;
+
+    let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
+    for posting in postings.iter().filter(|posting| posting.member_account) {
+        *deltas.entry(posting.account_id.as_str()).or_default() += posting.amount;
+    }
+    deltas.retain(|_, delta| *delta != 0);
+    let balances = update_member_balances(connection, merchant_id, &deltas).await?;
+    for (account_id, balance) in &balances {
+        if *balance < 0 && !transaction.negative_allowed.contains(account_id) {
+            return Err(CoreError::Internal(format!(
+                "{} would leave {account_id} at {balance}",
+                transaction.kind
+            )));
+        }
+    }
+    Ok((transaction_id, balances))
+}
+
+async fn update_member_balances(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    deltas: &BTreeMap<&str, i64>,
+) -> Result<BTreeMap<String, i64>, CoreError> {
+    if deltas.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    // One statement for every account: balance + CASE id WHEN … THEN delta END.
+    let mut case = String::from("CASE id");
+    let mut ids = String::new();
+    for index in 0..deltas.len() {
+        let id_param = 2 + index * 2;
+        case.push_str(&format!(" WHEN ${} THEN ${}", id_param, id_param + 1));
+        if index > 0 {
+            ids.push_str(", ");
+        }
+        ids.push_str(&format!("${id_param}"));
+    }
+    case.push_str(" ELSE 0 END");
+    let sql = format!(
+        "UPDATE accounts SET balance = balance + {case}, version = version + 1 \
+         WHERE merchant_id = $1 AND id IN ({ids}) RETURNING id, balance"
+    );
+    let mut query = sqlx::query(&sql).bind(merchant_id);
+    for (account_id, delta) in deltas {
+        query = query.bind(*account_id).bind(*delta);
+    }
+    let rows = query.fetch_all(&mut *connection).await?;
+    if rows.len() != deltas.len() {
+        return Err(CoreError::Internal(format!(
+            "posting to {} missing member accounts",
+            deltas.len() - rows.len()
+        )));
+    }
+    let mut balances = BTreeMap::new();
+    for row in rows {
+        balances.insert(row.try_get("id")?, row.try_get("balance")?);
+    }
+    Ok(balances)
+}
+
+/// Takes the member's write lock (the row lock of the member; SQLite's write lock covers it
+/// already) and proves the member exists for this merchant.
+pub async fn lock_member(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+) -> Result<(), CoreError> {
+    let locked =
+        sqlx::query("UPDATE members SET version = version + 1 WHERE merchant_id = $1 AND id = $2")
+            .bind(merchant_id)
+            .bind(member_id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+    if locked == 0 {
+        return Err(CoreError::NotFound("member"));
+    }
+    Ok(())
+}
+
+/// The cached balances of all the member's accounts, by account id.
+pub async fn member_account_balances(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+) -> Result<BTreeMap<String, i64>, CoreError> {
+    let rows =
+        sqlx::query("SELECT id, balance FROM accounts WHERE merchant_id = $1 AND member_id = $2")
+            .bind(merchant_id)
+            .bind(member_id)
+            .fetch_all(&mut *connection)
+            .await?;
+    let mut balances = BTreeMap::new();
+    for row in rows {
+        balances.insert(row.try_get("id")?, row.try_get("balance")?);
+    }
+    Ok(balances)
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Balances {
+    pub points: PointsBalance,
+    pub stored_value: StoredValueBalance,
+    pub count_cards: Vec<CountCardBalance>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PointsBalance {
+    /// Spendable now. Negative only when the merchant allows refunds to leave a debt.
+    pub available: i64,
+    /// Earned, still inside the return window.
+    pub pending: i64,
+    /// The next expiry: how many points expire, and when.
+    pub expiring_next: Option<Expiring>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Expiring {
+    pub points: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoredValueBalance {
+    pub principal: String,
+    pub bonus: String,
+    pub total: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CountCardBalance {
+    pub id: String,
+    pub package_id: String,
+    pub name: String,
+    pub remaining: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// A member's balances as the API shows them. Count cards are listed while they have uses
+/// left and have not expired.
+pub async fn balances(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    exponent: u32,
+    now: i64,
+) -> Result<Balances, CoreError> {
+    let accounts = member_account_balances(connection, merchant_id, member_id).await?;
+    if accounts.is_empty() {
+        return Err(CoreError::NotFound("member"));
+    }
+    let balance_of = |kind: &str| {
+        accounts
+            .get(&member_account_id(member_id, kind))
+            .copied()
+            .unwrap_or(0)
+    };
+    let expiring = sqlx::query(
+        "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) AS points FROM point_lots \
+         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
+         AND expires_at IS NOT NULL GROUP BY expires_at ORDER BY expires_at LIMIT 1",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let expiring_next = match expiring {
+        Some(row) => Some(Expiring {
+            points: row.try_get("points")?,
+            at: from_unix_micros(row.try_get("expires_at")?),
+        }),
+        None => None,
+    };
+    let cards = sqlx::query(
+        "SELECT c.id, c.package_id, c.name, c.expires_at, a.balance FROM count_cards c \
+         JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
+         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3 \
+         ORDER BY c.expires_at, c.id",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(now)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut count_cards = Vec::with_capacity(cards.len());
+    for row in cards {
+        count_cards.push(CountCardBalance {
+            id: row.try_get("id")?,
+            package_id: row.try_get("package_id")?,
+            name: row.try_get("name")?,
+            remaining: row.try_get("balance")?,
+            expires_at: from_unix_micros(row.try_get("expires_at")?),
+        });
+    }
+    let principal = balance_of("stored_value_principal");
+    let bonus = balance_of("stored_value_bonus");
+    Ok(Balances {
+        points: PointsBalance {
+            available: balance_of("points"),
+            pending: balance_of("points_pending"),
+            expiring_next,
+        },
+        stored_value: StoredValueBalance {
+            principal: format_money(principal, exponent),
+            bonus: format_money(bonus, exponent),
+            total: format_money(principal + bonus, exponent),
+        },
+        count_cards,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub kind: String,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    /// How the transaction came about (the earn policy that awarded points, …).
+    pub provenance: Option<serde_json::Value>,
+    pub postings: Vec<PostingView>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PostingView {
+    pub account: String,
+    pub asset: String,
+    /// Points and uses are whole numbers; money is a decimal string in the asset's currency.
+    #[schema(value_type = Object)]
+    pub amount: serde_json::Value,
+}
+
+/// The member's transactions, newest first, each with all its postings.
+pub async fn member_ledger(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    currency: &str,
+    exponent: u32,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<LedgerEntry>, CoreError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, reference, reason, provenance, created_at FROM transactions \
+         WHERE merchant_id = $1 AND member_id = $2 AND ($3 = '' OR id < $3) \
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(before.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let postings = sqlx::query(
+            "SELECT account_id, asset, amount FROM postings \
+             WHERE merchant_id = $1 AND transaction_id = $2 ORDER BY seq",
+        )
+        .bind(merchant_id)
+        .bind(&id)
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut views = Vec::with_capacity(postings.len());
+        for posting in postings {
+            let asset: String = posting.try_get("asset")?;
+            let amount: i64 = posting.try_get("amount")?;
+            let amount = if asset == currency {
+                serde_json::Value::String(format_money(amount, exponent))
+            } else {
+                serde_json::Value::from(amount)
+            };
+            views.push(PostingView {
+                account: posting.try_get("account_id")?,
+                asset,
+                amount,
+            });
+        }
+        let provenance: Option<String> = row.try_get("provenance")?;
+        entries.push(LedgerEntry {
+            id,
+            kind: row.try_get("kind")?,
+            reference: row.try_get("reference")?,
+            reason: row.try_get("reason")?,
+            provenance: provenance.and_then(|text| serde_json::from_str(&text).ok()),
+            postings: views,
+            created_at: from_unix_micros(row.try_get("created_at")?),
+        });
+    }
+    Ok(entries)
+}

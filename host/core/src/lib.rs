@@ -1,0 +1,20 @@
+//! loyalty-core: the domain and its data. Merchants, stores, members, the double-entry
+//! ledger (accounts, transactions, postings, point lots, idempotency) with persistence on
+//! SQLite and PostgreSQL. Knows nothing of HTTP or WebAssembly.
+
+pub mod db;
+pub mod earn;
+pub mod error;
+pub mod ledger;
+pub mod members;
+pub mod merchants;
+pub mod money;
+pub mod operations;
+pub mod points;
+pub mod settings;
+pub mod stores;
+pub mod verify;
+pub mod writer;
+
+pub use db::{Backend, Database};
+pub use error::{CoreError, FieldError};

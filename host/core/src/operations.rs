@@ -1,0 +1,1803 @@
+//! The operations that move value. Each is validated outside the database (`prepare_*`,
+//! pure, returns field errors) and then executed inside the writer's transaction
+//! (`Command::execute`), which locks the member, settles due lots, checks balances, posts one
+//! balanced ledger transaction and returns the response body that the idempotency record keeps.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use crate::db::{from_unix_micros, new_id};
+use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
+use crate::error::{CoreError, FieldError};
+use crate::ledger::{
+    self, balances, count_card_account_id, lock_member, member_account_balances, member_account_id,
+    record, Balances, NewTransaction, Posting, POINTS, USES,
+};
+use crate::merchants::Merchant;
+use crate::money::{format_money, parse_money, parse_positive_money, split_largest_remainder};
+use crate::points::{
+    expiry_after, insert_lot, lot_share_of_credit, settle_due_lots, take_from_active_lots,
+    take_from_lot, MICROS_PER_DAY,
+};
+use crate::stores::{validate_code, PackageTerms};
+
+pub const ITEMS_PER_PURCHASE_MAX: usize = 500;
+pub const PAYMENTS_PER_PURCHASE_MAX: usize = 8;
+pub const QUANTITY_MAX: i64 = 1_000_000;
+pub const POINTS_PER_OPERATION_MAX: i64 = 1_000_000_000;
+pub const REASON_LENGTH_MAX: usize = 500;
+/// How far in the future a purchase's `occurred_at` may lie (clock skew of a till).
+pub const OCCURRED_AT_FUTURE_MAX_MICROS: i64 = 5 * 60 * 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Cash,
+    Card,
+    StoredValue,
+    Points,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Cash => "cash",
+            PaymentMethod::Card => "card",
+            PaymentMethod::StoredValue => "stored_value",
+            PaymentMethod::Points => "points",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests as the API takes them
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    pub member_id: String,
+    pub store_id: String,
+    /// The till's own receipt number, unique per merchant.
+    pub external_id: Option<String>,
+    /// When the purchase happened (RFC 3339); default now.
+    pub occurred_at: Option<String>,
+    pub items: Vec<ItemRequest>,
+    pub payments: Vec<PaymentRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    pub sku: String,
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub quantity: i64,
+    /// Decimal string in the merchant's currency.
+    pub unit_price: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub method: PaymentMethod,
+    /// Decimal string in the merchant's currency.
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Items to refund; their value is the refunded amount.
+    pub items: Option<Vec<RefundItemRequest>>,
+    /// An amount to refund instead of items. With neither, the rest of the purchase.
+    pub amount: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundItemRequest {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointsRequest {
+    pub points: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    pub amount: String,
+    pub store_id: String,
+    /// cash or card: how the member paid the merchant.
+    pub payment_method: PaymentMethod,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountCardSaleRequest {
+    pub package_id: String,
+    pub store_id: String,
+    /// cash, card or stored_value.
+    pub payment_method: PaymentMethod,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumptionRequest {
+    pub uses: i64,
+    pub store_id: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses (also what the idempotency record stores)
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PurchaseReceipt {
+    pub id: String,
+    pub member_id: String,
+    pub store_id: String,
+    pub external_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub occurred_at: time::OffsetDateTime,
+    pub total: String,
+    pub points_awarded: i64,
+    /// When the awarded points become spendable, if they are pending.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub points_pending_until: Option<time::OffsetDateTime>,
+    /// Why the points were awarded, one entry per award.
+    pub awards: Vec<AwardView>,
+    /// Points spent as payment.
+    pub points_redeemed: i64,
+    /// The stored-value payment split into principal and bonus.
+    pub stored_value_paid: Option<StoredValueSplit>,
+    pub transaction_id: String,
+    pub balances: Balances,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AwardView {
+    pub points: i64,
+    pub reason: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoredValueSplit {
+    pub principal: String,
+    pub bonus: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefundReceipt {
+    pub id: String,
+    pub purchase_id: String,
+    pub amount: String,
+    /// All refunds of the purchase so far, this one included.
+    pub purchase_refunded_total: String,
+    /// What goes back by each payment method (cash and card are the till's to pay out).
+    pub returned: ReturnedPayments,
+    /// Earned points taken back, from the purchase's own lot first.
+    pub points_reversed: i64,
+    /// Part of `points_reversed` that left the member's points negative (only when allowed).
+    pub points_debt: i64,
+    /// Points that should have been taken back but were already spent; not reversed.
+    pub points_not_reversed: i64,
+    pub transaction_id: String,
+    pub balances: Balances,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReturnedPayments {
+    pub cash: String,
+    pub card: String,
+    pub stored_value: StoredValueSplit,
+    /// Points given back for the part paid with points.
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PointsReceipt {
+    pub transaction_id: String,
+    pub points: i64,
+    pub reason: String,
+    pub balances: Balances,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopUpReceipt {
+    pub transaction_id: String,
+    pub amount: String,
+    pub bonus: String,
+    pub balances: Balances,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CountCardReceipt {
+    pub transaction_id: String,
+    pub card: CountCardView,
+    pub stored_value_paid: Option<StoredValueSplit>,
+    pub balances: Balances,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CountCardView {
+    pub id: String,
+    pub package_id: String,
+    pub name: String,
+    pub uses: i64,
+    pub remaining: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConsumptionReceipt {
+    pub transaction_id: String,
+    pub card_id: String,
+    pub uses: i64,
+    pub remaining: i64,
+    pub balances: Balances,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated commands
+
+#[derive(Debug, Clone)]
+pub struct PurchaseLine {
+    pub sku: String,
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PurchaseCommand {
+    pub member_id: String,
+    pub store_id: String,
+    pub external_id: Option<String>,
+    pub occurred_at: i64,
+    pub lines: Vec<PurchaseLine>,
+    pub total: i64,
+    /// Amount per method, each method at most once.
+    pub payments: BTreeMap<PaymentMethod, i64>,
+    /// Points the points payment costs.
+    pub points_to_redeem: i64,
+    pub awards: Vec<Award>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RefundScope {
+    Rest,
+    Amount(i64),
+    Items(Vec<(String, i64)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    Purchase(PurchaseCommand),
+    /// `member_id` is only the writer's route (the purchase's member, read beforehand); the
+    /// refund itself reads the member from the purchase under the lock.
+    Refund {
+        purchase_id: String,
+        member_id: String,
+        scope: RefundScope,
+    },
+    Redeem {
+        member_id: String,
+        points: i64,
+        reason: String,
+    },
+    Adjust {
+        member_id: String,
+        points: i64,
+        reason: String,
+    },
+    TopUp {
+        member_id: String,
+        store_id: String,
+        amount: i64,
+        method: PaymentMethod,
+    },
+    SellCountCard {
+        member_id: String,
+        store_id: String,
+        package: PackageTerms,
+        method: PaymentMethod,
+    },
+    Consume {
+        member_id: String,
+        card_id: String,
+        store_id: String,
+        uses: i64,
+    },
+    /// Activates and expires a member's due lots (the background job).
+    Settle {
+        member_id: String,
+    },
+}
+
+/// What a command returns: an HTTP-compatible status and the JSON body to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: u16,
+    pub body: String,
+}
+
+fn created<T: Serialize>(value: &T) -> Outcome {
+    Outcome {
+        status: 201,
+        body: serde_json::to_string(value).expect("responses serialize"),
+    }
+}
+
+fn parse_rfc3339(field: &str, text: &str) -> Result<i64, FieldError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(crate::db::unix_micros)
+        .map_err(|_| FieldError::new(field, "must be an RFC 3339 timestamp"))
+}
+
+fn validate_reason(reason: &str, errors: &mut Vec<FieldError>) {
+    if reason.trim().is_empty() {
+        errors.push(FieldError::new("reason", "must not be empty"));
+    } else if reason.chars().count() > REASON_LENGTH_MAX {
+        errors.push(FieldError::new(
+            "reason",
+            format!("must be at most {REASON_LENGTH_MAX} characters"),
+        ));
+    }
+}
+
+fn validate_optional_text(field: &str, text: &Option<String>, errors: &mut Vec<FieldError>) {
+    if let Some(text) = text {
+        if text.chars().count() > crate::merchants::NAME_LENGTH_MAX {
+            errors.push(FieldError::new(field, "is too long"));
+        }
+    }
+}
+
+/// Validates a purchase and turns it into a command; the awards come from `policy`.
+pub fn prepare_purchase(
+    merchant: &Merchant,
+    request: &PurchaseRequest,
+    policy: &dyn EarnPolicy,
+    now: i64,
+) -> Result<PurchaseCommand, CoreError> {
+    let exponent = merchant.currency_exponent;
+    let mut errors = Vec::new();
+    if request.items.is_empty() || request.items.len() > ITEMS_PER_PURCHASE_MAX {
+        errors.push(FieldError::new(
+            "items",
+            format!("must hold 1 to {ITEMS_PER_PURCHASE_MAX} items"),
+        ));
+    }
+    if request.payments.len() > PAYMENTS_PER_PURCHASE_MAX {
+        errors.push(FieldError::new(
+            "payments",
+            format!("at most {PAYMENTS_PER_PURCHASE_MAX} payments"),
+        ));
+    }
+    if let Some(external_id) = &request.external_id {
+        validate_code("external_id", external_id, &mut errors);
+    }
+    let occurred_at = match &request.occurred_at {
+        Some(text) => match parse_rfc3339("occurred_at", text) {
+            Ok(at) if at > now + OCCURRED_AT_FUTURE_MAX_MICROS => {
+                errors.push(FieldError::new("occurred_at", "lies in the future"));
+                now
+            }
+            Ok(at) => at,
+            Err(error) => {
+                errors.push(error);
+                now
+            }
+        },
+        None => now,
+    };
+    let mut lines = Vec::with_capacity(request.items.len());
+    let mut total: i64 = 0;
+    for (index, item) in request
+        .items
+        .iter()
+        .enumerate()
+        .take(ITEMS_PER_PURCHASE_MAX)
+    {
+        let field = |name: &str| format!("items[{index}].{name}");
+        validate_code(&field("sku"), &item.sku, &mut errors);
+        validate_optional_text(&field("name"), &item.name, &mut errors);
+        validate_optional_text(&field("category"), &item.category, &mut errors);
+        if !(1..=QUANTITY_MAX).contains(&item.quantity) {
+            errors.push(FieldError::new(
+                field("quantity"),
+                format!("must be between 1 and {QUANTITY_MAX}"),
+            ));
+            continue;
+        }
+        match parse_money(&field("unit_price"), &item.unit_price, exponent) {
+            Ok(price) if price < 0 => {
+                errors.push(FieldError::new(field("unit_price"), "must not be negative"))
+            }
+            Ok(price) => {
+                let line_total = price.checked_mul(item.quantity);
+                match line_total.and_then(|line_total| total.checked_add(line_total)) {
+                    Some(sum)
+                        if sum <= crate::money::MONEY_MAJOR_UNITS_MAX * 10_i64.pow(exponent) =>
+                    {
+                        total = sum;
+                        lines.push(PurchaseLine {
+                            sku: item.sku.clone(),
+                            name: item.name.clone(),
+                            category: item.category.clone(),
+                            quantity: item.quantity,
+                            unit_price: price,
+                            total: line_total.expect("checked above"),
+                        });
+                    }
+                    _ => errors.push(FieldError::new(field("quantity"), "the total is too large")),
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    let mut payments = BTreeMap::new();
+    for (index, payment) in request.payments.iter().enumerate() {
+        let field = format!("payments[{index}].amount");
+        match parse_positive_money(&field, &payment.amount, exponent) {
+            Ok(amount) => {
+                if payments.insert(payment.method, amount).is_some() {
+                    errors.push(FieldError::new(
+                        format!("payments[{index}].method"),
+                        "each method may appear once",
+                    ));
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    let mut points_to_redeem = 0;
+    if let Some(amount) = payments.get(&PaymentMethod::Points) {
+        let value = Decimal::new(*amount, exponent);
+        let points = value / merchant.settings.currency_per_point;
+        if points.fract() != Decimal::ZERO {
+            errors.push(FieldError::new(
+                "payments",
+                format!(
+                    "the points payment {} is not a whole number of points at {} per point",
+                    value, merchant.settings.currency_per_point
+                ),
+            ));
+        } else {
+            points_to_redeem = points.to_i64().unwrap_or(i64::MAX);
+            if points_to_redeem > POINTS_PER_OPERATION_MAX {
+                errors.push(FieldError::new(
+                    "payments",
+                    "the points payment is too large",
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(CoreError::Validation(errors));
+    }
+    let paid: i64 = payments.values().sum();
+    if paid != total {
+        return Err(CoreError::field(
+            "payments",
+            format!(
+                "payments sum to {} but the items total {}",
+                format_money(paid, exponent),
+                format_money(total, exponent)
+            ),
+        ));
+    }
+    let earn_lines: Vec<EarnLine> = lines
+        .iter()
+        .map(|line| EarnLine {
+            sku: &line.sku,
+            category: line.category.as_deref(),
+            quantity: line.quantity,
+            total: line.total,
+        })
+        .collect();
+    let awards = policy.awards(&EarnInput {
+        settings: &merchant.settings,
+        currency_exponent: exponent,
+        member_id: &request.member_id,
+        lines: &earn_lines,
+        total,
+        paid_with_points: payments.get(&PaymentMethod::Points).copied().unwrap_or(0),
+        occurred_at,
+    });
+    Ok(PurchaseCommand {
+        member_id: request.member_id.clone(),
+        store_id: request.store_id.clone(),
+        external_id: request.external_id.clone(),
+        occurred_at,
+        lines,
+        total,
+        payments,
+        points_to_redeem,
+        awards: cap_awards(awards, merchant.settings.points_per_purchase_max),
+    })
+}
+
+/// Host caps on awards: none negative, and the sum within the merchant's per-purchase cap
+/// (later awards are cut first).
+pub fn cap_awards(awards: Vec<Award>, maximum: Option<i64>) -> Vec<Award> {
+    let mut left = maximum
+        .unwrap_or(POINTS_PER_OPERATION_MAX)
+        .min(POINTS_PER_OPERATION_MAX);
+    let mut capped = Vec::with_capacity(awards.len());
+    for mut award in awards {
+        award.points = award.points.clamp(0, left);
+        left -= award.points;
+        if award.points > 0 {
+            capped.push(award);
+        }
+    }
+    capped
+}
+
+pub fn prepare_refund(
+    merchant: &Merchant,
+    request: &RefundRequest,
+) -> Result<RefundScope, CoreError> {
+    match (&request.items, &request.amount) {
+        (Some(_), Some(_)) => Err(CoreError::field("amount", "give items or amount, not both")),
+        (None, None) => Ok(RefundScope::Rest),
+        (None, Some(amount)) => parse_positive_money("amount", amount, merchant.currency_exponent)
+            .map(RefundScope::Amount)
+            .map_err(|error| CoreError::Validation(vec![error])),
+        (Some(items), None) => {
+            let mut errors = Vec::new();
+            if items.is_empty() || items.len() > ITEMS_PER_PURCHASE_MAX {
+                errors.push(FieldError::new(
+                    "items",
+                    format!("must hold 1 to {ITEMS_PER_PURCHASE_MAX} items"),
+                ));
+            }
+            for (index, item) in items.iter().enumerate() {
+                validate_code(&format!("items[{index}].sku"), &item.sku, &mut errors);
+                if !(1..=QUANTITY_MAX).contains(&item.quantity) {
+                    errors.push(FieldError::new(
+                        format!("items[{index}].quantity"),
+                        format!("must be between 1 and {QUANTITY_MAX}"),
+                    ));
+                }
+            }
+            if errors.is_empty() {
+                Ok(RefundScope::Items(
+                    items
+                        .iter()
+                        .map(|item| (item.sku.clone(), item.quantity))
+                        .collect(),
+                ))
+            } else {
+                Err(CoreError::Validation(errors))
+            }
+        }
+    }
+}
+
+pub fn prepare_points(request: &PointsRequest, adjustment: bool) -> Result<(), CoreError> {
+    let mut errors = Vec::new();
+    validate_reason(&request.reason, &mut errors);
+    let valid = if adjustment {
+        request.points != 0 && request.points.abs() <= POINTS_PER_OPERATION_MAX
+    } else {
+        (1..=POINTS_PER_OPERATION_MAX).contains(&request.points)
+    };
+    if !valid {
+        errors.push(FieldError::new(
+            "points",
+            if adjustment {
+                format!("must be non-zero and at most {POINTS_PER_OPERATION_MAX} either way")
+            } else {
+                format!("must be between 1 and {POINTS_PER_OPERATION_MAX}")
+            },
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Validation(errors))
+    }
+}
+
+pub fn prepare_top_up(merchant: &Merchant, request: &TopUpRequest) -> Result<i64, CoreError> {
+    let mut errors = Vec::new();
+    if !matches!(
+        request.payment_method,
+        PaymentMethod::Cash | PaymentMethod::Card
+    ) {
+        errors.push(FieldError::new("payment_method", "must be cash or card"));
+    }
+    let amount = parse_positive_money("amount", &request.amount, merchant.currency_exponent)
+        .map_err(|error| errors.push(error))
+        .unwrap_or(0);
+    if errors.is_empty() {
+        Ok(amount)
+    } else {
+        Err(CoreError::Validation(errors))
+    }
+}
+
+pub fn prepare_count_card_sale(request: &CountCardSaleRequest) -> Result<(), CoreError> {
+    if matches!(request.payment_method, PaymentMethod::Points) {
+        return Err(CoreError::field(
+            "payment_method",
+            "must be cash, card or stored_value",
+        ));
+    }
+    Ok(())
+}
+
+pub fn prepare_consumption(request: &ConsumptionRequest) -> Result<(), CoreError> {
+    if !(1..=crate::stores::COUNT_CARD_USES_MAX).contains(&request.uses) {
+        return Err(CoreError::field(
+            "uses",
+            format!(
+                "must be between 1 and {}",
+                crate::stores::COUNT_CARD_USES_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Execution inside the writer's transaction
+
+impl Command {
+    /// The member whose lock the command takes; the writer routes by it.
+    pub fn route_key(&self) -> &str {
+        match self {
+            Command::Purchase(command) => &command.member_id,
+            Command::Refund { member_id, .. }
+            | Command::Redeem { member_id, .. }
+            | Command::Adjust { member_id, .. }
+            | Command::TopUp { member_id, .. }
+            | Command::SellCountCard { member_id, .. }
+            | Command::Consume { member_id, .. }
+            | Command::Settle { member_id } => member_id,
+        }
+    }
+
+    pub async fn execute(
+        &self,
+        connection: &mut AnyConnection,
+        merchant: &Merchant,
+        idempotency_key: Option<&str>,
+        now: i64,
+    ) -> Result<Outcome, CoreError> {
+        let context = Context {
+            merchant,
+            idempotency_key,
+            now,
+        };
+        match self {
+            Command::Purchase(command) => purchase(connection, &context, command).await,
+            Command::Refund {
+                purchase_id, scope, ..
+            } => refund(connection, &context, purchase_id, scope).await,
+            Command::Redeem {
+                member_id,
+                points,
+                reason,
+            } => redeem(connection, &context, member_id, *points, reason).await,
+            Command::Adjust {
+                member_id,
+                points,
+                reason,
+            } => adjust(connection, &context, member_id, *points, reason).await,
+            Command::TopUp {
+                member_id,
+                store_id,
+                amount,
+                method,
+            } => top_up(connection, &context, member_id, store_id, *amount, *method).await,
+            Command::SellCountCard {
+                member_id,
+                store_id,
+                package,
+                method,
+            } => sell_count_card(connection, &context, member_id, store_id, package, *method).await,
+            Command::Consume {
+                member_id,
+                card_id,
+                store_id,
+                uses,
+            } => consume(connection, &context, member_id, card_id, store_id, *uses).await,
+            Command::Settle { member_id } => {
+                lock_member(connection, &merchant.id, member_id).await?;
+                let (activated, expired) =
+                    settle_due_lots(connection, &merchant.id, member_id, now).await?;
+                Ok(Outcome {
+                    status: 200,
+                    body: serde_json::json!({"activated": activated, "expired": expired})
+                        .to_string(),
+                })
+            }
+        }
+    }
+}
+
+struct Context<'a> {
+    merchant: &'a Merchant,
+    idempotency_key: Option<&'a str>,
+    now: i64,
+}
+
+impl Context<'_> {
+    fn transaction(&self, kind: &'static str, member_id: &str) -> NewTransaction {
+        NewTransaction {
+            kind,
+            member_id: Some(member_id.to_string()),
+            idempotency_key: self.idempotency_key.map(str::to_string),
+            ..Default::default()
+        }
+    }
+    fn money(&self, minor: i64) -> String {
+        format_money(minor, self.merchant.currency_exponent)
+    }
+    async fn balances(
+        &self,
+        connection: &mut AnyConnection,
+        member_id: &str,
+    ) -> Result<Balances, CoreError> {
+        balances(
+            connection,
+            &self.merchant.id,
+            member_id,
+            self.merchant.currency_exponent,
+            self.now,
+        )
+        .await
+    }
+}
+
+/// Locks the member and brings their lots up to date, so every check sees current balances.
+async fn begin_member_write(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+) -> Result<(), CoreError> {
+    lock_member(connection, &context.merchant.id, member_id).await?;
+    settle_due_lots(connection, &context.merchant.id, member_id, context.now).await?;
+    Ok(())
+}
+
+async fn require_store(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    store_id: &str,
+) -> Result<(), CoreError> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM stores WHERE merchant_id = $1 AND id = $2")
+            .bind(merchant_id)
+            .bind(store_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    found.map(|_| ()).ok_or(CoreError::NotFound("store"))
+}
+
+/// Draws `amount` of stored value from principal and bonus in proportion to their balances.
+async fn stored_value_draw(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    amount: i64,
+) -> Result<(i64, i64), CoreError> {
+    let accounts = member_account_balances(connection, &context.merchant.id, member_id).await?;
+    let principal = accounts
+        .get(&member_account_id(member_id, "stored_value_principal"))
+        .copied()
+        .unwrap_or(0);
+    let bonus = accounts
+        .get(&member_account_id(member_id, "stored_value_bonus"))
+        .copied()
+        .unwrap_or(0);
+    if principal + bonus < amount {
+        return Err(CoreError::Unprocessable(format!(
+            "stored value balance {} is less than {}",
+            context.money(principal + bonus),
+            context.money(amount)
+        )));
+    }
+    let parts = split_largest_remainder(amount, &[principal, bonus]);
+    Ok((parts[0], parts[1]))
+}
+
+fn stored_value_postings(
+    context: &Context<'_>,
+    member_id: &str,
+    principal: i64,
+    bonus: i64,
+) -> Vec<Posting> {
+    let currency = &context.merchant.currency;
+    vec![
+        Posting::member(
+            member_account_id(member_id, "stored_value_principal"),
+            currency,
+            -principal,
+        ),
+        Posting::merchant("stored_value_redeemed", currency, principal),
+        Posting::member(
+            member_account_id(member_id, "stored_value_bonus"),
+            currency,
+            -bonus,
+        ),
+        Posting::merchant("stored_value_bonus_redeemed", currency, bonus),
+    ]
+}
+
+/// Payments of a purchase as stored with it, so refunds can return them in proportion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PaymentRecord {
+    methods: BTreeMap<PaymentMethod, i64>,
+    stored_value_principal: i64,
+    stored_value_bonus: i64,
+    points_paid: i64,
+    points_paid_expires_at: Option<i64>,
+    refunded_methods: BTreeMap<PaymentMethod, i64>,
+    refunded_principal: i64,
+    refunded_bonus: i64,
+    refunded_points: i64,
+    awards: Vec<AwardView>,
+}
+
+async fn purchase(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    command: &PurchaseCommand,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    let settings = &merchant.settings;
+    let member_id = &command.member_id;
+    begin_member_write(connection, context, member_id).await?;
+    require_store(connection, &merchant.id, &command.store_id).await?;
+    let mut transaction = context.transaction("purchase", member_id);
+    let purchase_id = new_id("pur");
+    transaction.reference = Some(purchase_id.clone());
+    let mut record_payments = PaymentRecord {
+        methods: command.payments.clone(),
+        ..Default::default()
+    };
+    let mut stored_value_paid = None;
+    if let Some(amount) = command.payments.get(&PaymentMethod::StoredValue) {
+        let (principal, bonus) = stored_value_draw(connection, context, member_id, *amount).await?;
+        transaction
+            .postings
+            .extend(stored_value_postings(context, member_id, principal, bonus));
+        record_payments.stored_value_principal = principal;
+        record_payments.stored_value_bonus = bonus;
+        stored_value_paid = Some(StoredValueSplit {
+            principal: context.money(principal),
+            bonus: context.money(bonus),
+        });
+    }
+    let points_account = member_account_id(member_id, "points");
+    if command.points_to_redeem > 0 {
+        let expires_at: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+             AND state = 'active' AND remaining > 0",
+        )
+        .bind(&merchant.id)
+        .bind(member_id)
+        .fetch_one(&mut *connection)
+        .await?;
+        let taken = take_from_active_lots(
+            connection,
+            &merchant.id,
+            member_id,
+            command.points_to_redeem,
+        )
+        .await?;
+        if taken < command.points_to_redeem {
+            return Err(CoreError::Unprocessable(format!(
+                "the member has {taken} points available, the payment needs {}",
+                command.points_to_redeem
+            )));
+        }
+        transaction
+            .postings
+            .push(Posting::member(points_account.clone(), POINTS, -taken));
+        transaction
+            .postings
+            .push(Posting::merchant("points_redeemed", POINTS, taken));
+        record_payments.points_paid = taken;
+        record_payments.points_paid_expires_at = expires_at;
+    }
+    let points_awarded: i64 = command.awards.iter().map(|award| award.points).sum();
+    let activates_at =
+        command.occurred_at + i64::from(settings.points_pending_days) * MICROS_PER_DAY;
+    let pending = activates_at > context.now;
+    let earn_account = if pending {
+        member_account_id(member_id, "points_pending")
+    } else {
+        points_account.clone()
+    };
+    if points_awarded > 0 {
+        transaction
+            .postings
+            .push(Posting::merchant("points_issued", POINTS, -points_awarded));
+        transaction.postings.push(Posting::member(
+            earn_account.clone(),
+            POINTS,
+            points_awarded,
+        ));
+    }
+    record_payments.awards = command
+        .awards
+        .iter()
+        .map(|award| AwardView {
+            points: award.points,
+            reason: award.reason.clone(),
+            source: award.source.clone(),
+        })
+        .collect();
+    transaction.reason = Some(
+        record_payments
+            .awards
+            .iter()
+            .map(|award| award.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+    .filter(|reason| !reason.is_empty());
+    transaction.provenance = Some(
+        serde_json::json!({"earn_policy": command.awards.first().map(|award| award.source.as_str()).unwrap_or("none")})
+            .to_string(),
+    );
+    // A debt is repaid by new points before they form a lot, so the earning may go through
+    // a negative balance (only possible when the merchant allows debts).
+    transaction.negative_allowed = vec![points_account.clone()];
+    let (transaction_id, new_balances) =
+        record(connection, &merchant.id, context.now, transaction).await?;
+    let mut lot_id = None;
+    if points_awarded > 0 {
+        let balance_after = new_balances.get(&earn_account).copied().unwrap_or(0);
+        let remaining = if pending {
+            points_awarded
+        } else {
+            lot_share_of_credit(points_awarded, balance_after)
+        };
+        lot_id = Some(
+            insert_lot(
+                connection,
+                &merchant.id,
+                member_id,
+                &transaction_id,
+                pending,
+                points_awarded,
+                remaining,
+                activates_at,
+                expiry_after(activates_at, settings.points_expiry_days),
+                context.now,
+            )
+            .await?,
+        );
+    }
+    sqlx::query(
+        "INSERT INTO purchases (merchant_id, id, member_id, store_id, external_id, occurred_at, \
+         total, refunded, points_awarded, points_reversed, lot_id, transaction_id, payments, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 0, $9, $10, $11, $12)",
+    )
+    .bind(&merchant.id)
+    .bind(&purchase_id)
+    .bind(member_id)
+    .bind(&command.store_id)
+    .bind(&command.external_id)
+    .bind(command.occurred_at)
+    .bind(command.total)
+    .bind(points_awarded)
+    .bind(&lot_id)
+    .bind(&transaction_id)
+    .bind(serde_json::to_string(&record_payments).expect("payments serialize"))
+    .bind(context.now)
+    .execute(&mut *connection)
+    .await
+    .map_err(|error| {
+        crate::stores::conflict_on(
+            error.into(),
+            "purchases_external_id",
+            "external_id",
+            "a purchase with this external_id already exists",
+        )
+    })?;
+    insert_lines(connection, &merchant.id, &purchase_id, &command.lines).await?;
+    sqlx::query(
+        "UPDATE members SET lifetime_spend = lifetime_spend + $3, orders_count = orders_count + 1, \
+         last_purchase_at = CASE WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 \
+         ELSE last_purchase_at END WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(&merchant.id)
+    .bind(member_id)
+    .bind(command.total)
+    .bind(command.occurred_at)
+    .execute(&mut *connection)
+    .await?;
+    let receipt = PurchaseReceipt {
+        id: purchase_id,
+        member_id: member_id.clone(),
+        store_id: command.store_id.clone(),
+        external_id: command.external_id.clone(),
+        occurred_at: from_unix_micros(command.occurred_at),
+        total: context.money(command.total),
+        points_awarded,
+        points_pending_until: (pending && points_awarded > 0)
+            .then(|| from_unix_micros(activates_at)),
+        awards: record_payments.awards.clone(),
+        points_redeemed: record_payments.points_paid,
+        stored_value_paid,
+        transaction_id,
+        balances: context.balances(connection, member_id).await?,
+    };
+    Ok(created(&receipt))
+}
+
+/// Lines go in with multi-row INSERTs of at most this many rows.
+const LINES_PER_INSERT_MAX: usize = 50;
+
+async fn insert_lines(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    purchase_id: &str,
+    lines: &[PurchaseLine],
+) -> Result<(), CoreError> {
+    for (chunk_index, chunk) in lines.chunks(LINES_PER_INSERT_MAX).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO purchase_items (merchant_id, purchase_id, line, sku, name, category, \
+             quantity, unit_price, total, refunded_quantity) VALUES ",
+        );
+        for index in 0..chunk.len() {
+            let base = 3 + index * 7;
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "($1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 0)",
+                base,
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4,
+                base + 5,
+                base + 6
+            ));
+        }
+        let mut query = sqlx::query(&sql).bind(merchant_id).bind(purchase_id);
+        for (index, line) in chunk.iter().enumerate() {
+            let number = chunk_index * LINES_PER_INSERT_MAX + index;
+            query = query
+                .bind(i64::try_from(number).expect("few lines"))
+                .bind(&line.sku)
+                .bind(&line.name)
+                .bind(&line.category)
+                .bind(line.quantity)
+                .bind(line.unit_price)
+                .bind(line.total);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+async fn refund(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    purchase_id: &str,
+    scope: &RefundScope,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    let member_id: String =
+        sqlx::query_scalar("SELECT member_id FROM purchases WHERE merchant_id = $1 AND id = $2")
+            .bind(&merchant.id)
+            .bind(purchase_id)
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or(CoreError::NotFound("purchase"))?;
+    begin_member_write(connection, context, &member_id).await?;
+    // Read again under the member's lock: every change to a purchase holds that lock.
+    let row = sqlx::query(
+        "SELECT total, refunded, points_awarded, points_reversed, lot_id, payments FROM purchases \
+         WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(&merchant.id)
+    .bind(purchase_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let total: i64 = row.try_get("total")?;
+    let refunded: i64 = row.try_get("refunded")?;
+    let points_awarded: i64 = row.try_get("points_awarded")?;
+    let points_reversed_before: i64 = row.try_get("points_reversed")?;
+    let lot_id: Option<String> = row.try_get("lot_id")?;
+    let payments_text: String = row.try_get("payments")?;
+    let mut payments: PaymentRecord = serde_json::from_str(&payments_text)
+        .map_err(|error| CoreError::Internal(format!("stored payments unreadable: {error}")))?;
+    let refundable = total - refunded;
+
+    let mut item_updates: Vec<(i64, i64)> = Vec::new();
+    let amount = match scope {
+        RefundScope::Rest => refundable,
+        RefundScope::Amount(amount) => *amount,
+        RefundScope::Items(items) => {
+            let lines = sqlx::query(
+                "SELECT line, sku, quantity, unit_price, refunded_quantity FROM purchase_items \
+                 WHERE merchant_id = $1 AND purchase_id = $2 ORDER BY line",
+            )
+            .bind(&merchant.id)
+            .bind(purchase_id)
+            .fetch_all(&mut *connection)
+            .await?;
+            let mut open: Vec<(i64, String, i64, i64)> = Vec::with_capacity(lines.len());
+            for line in &lines {
+                let quantity: i64 = line.try_get("quantity")?;
+                let refunded_quantity: i64 = line.try_get("refunded_quantity")?;
+                open.push((
+                    line.try_get("line")?,
+                    line.try_get("sku")?,
+                    quantity - refunded_quantity,
+                    line.try_get("unit_price")?,
+                ));
+            }
+            let mut amount = 0_i64;
+            for (index, (sku, quantity)) in items.iter().enumerate() {
+                let mut wanted = *quantity;
+                for (line, line_sku, left, unit_price) in open.iter_mut() {
+                    if wanted == 0 {
+                        break;
+                    }
+                    if line_sku != sku || *left == 0 {
+                        continue;
+                    }
+                    let take = wanted.min(*left);
+                    *left -= take;
+                    wanted -= take;
+                    amount += take * *unit_price;
+                    item_updates.push((*line, take));
+                }
+                if wanted > 0 {
+                    return Err(CoreError::Validation(vec![FieldError::new(
+                        format!("items[{index}].quantity"),
+                        format!("the purchase has fewer than {quantity} unrefunded of {sku}"),
+                    )]));
+                }
+            }
+            amount
+        }
+    };
+    if amount <= 0 {
+        return Err(CoreError::Unprocessable(if refundable == 0 {
+            "the purchase is already fully refunded".to_string()
+        } else {
+            "the refund amount must be greater than zero".to_string()
+        }));
+    }
+    if amount > refundable {
+        return Err(CoreError::Unprocessable(format!(
+            "the refund {} exceeds what is left to refund ({})",
+            context.money(amount),
+            context.money(refundable)
+        )));
+    }
+    let refund_id = new_id("ref");
+    let mut transaction = context.transaction("refund", &member_id);
+    transaction.reference = Some(purchase_id.to_string());
+    transaction.reason = Some(format!("refund {refund_id}"));
+    // Payments come back in proportion to what of each is still unrefunded.
+    let methods: Vec<PaymentMethod> = payments.methods.keys().copied().collect();
+    let remaining_by_method: Vec<i64> = methods
+        .iter()
+        .map(|method| {
+            payments.methods[method] - payments.refunded_methods.get(method).copied().unwrap_or(0)
+        })
+        .collect();
+    let parts = if remaining_by_method.iter().sum::<i64>() == 0 {
+        vec![0; methods.len()]
+    } else {
+        split_largest_remainder(amount, &remaining_by_method)
+    };
+    let mut returned = ReturnedPayments {
+        cash: context.money(0),
+        card: context.money(0),
+        stored_value: StoredValueSplit {
+            principal: context.money(0),
+            bonus: context.money(0),
+        },
+        points: 0,
+    };
+    let points_account = member_account_id(&member_id, "points");
+    let mut returned_points_lot: Option<i64> = None;
+    for (method, part) in methods.iter().zip(&parts) {
+        *payments.refunded_methods.entry(*method).or_default() += part;
+        match method {
+            PaymentMethod::Cash => returned.cash = context.money(*part),
+            PaymentMethod::Card => returned.card = context.money(*part),
+            PaymentMethod::StoredValue => {
+                let split = split_largest_remainder(
+                    *part,
+                    &[
+                        payments.stored_value_principal - payments.refunded_principal,
+                        payments.stored_value_bonus - payments.refunded_bonus,
+                    ],
+                );
+                payments.refunded_principal += split[0];
+                payments.refunded_bonus += split[1];
+                transaction.postings.extend(stored_value_postings(
+                    context, &member_id, -split[0], -split[1],
+                ));
+                returned.stored_value = StoredValueSplit {
+                    principal: context.money(split[0]),
+                    bonus: context.money(split[1]),
+                };
+            }
+            PaymentMethod::Points => {
+                let method_left =
+                    payments.methods[method] - (payments.refunded_methods[method] - part);
+                let points_left = payments.points_paid - payments.refunded_points;
+                let points = split_largest_remainder(points_left, &[*part, method_left - part])[0];
+                payments.refunded_points += points;
+                returned.points = points;
+                if points > 0 {
+                    transaction.postings.push(Posting::merchant(
+                        "points_redeemed",
+                        POINTS,
+                        -points,
+                    ));
+                    transaction.postings.push(Posting::member(
+                        points_account.clone(),
+                        POINTS,
+                        points,
+                    ));
+                    returned_points_lot = Some(points);
+                }
+            }
+        }
+    }
+
+    // Earned points are reversed in proportion to the refund, from the purchase's own lot
+    // first, then from other available points; what cannot be taken becomes a debt if the
+    // merchant allows it, or is reported as not reversed.
+    let points_left_to_reverse = points_awarded - points_reversed_before;
+    let reversal =
+        split_largest_remainder(points_left_to_reverse, &[amount, refundable - amount])[0];
+    let mut taken_from_lot = 0;
+    let mut taken_pending = 0;
+    if reversal > 0 {
+        if let Some(lot_id) = &lot_id {
+            let (state, taken) = take_from_lot(connection, &merchant.id, lot_id, reversal).await?;
+            if state == "pending" {
+                taken_pending = taken;
+            } else {
+                taken_from_lot = taken;
+            }
+        }
+    }
+    let rest = reversal - taken_from_lot - taken_pending;
+    let taken_elsewhere = take_from_active_lots(connection, &merchant.id, &member_id, rest).await?;
+    let shortfall = rest - taken_elsewhere;
+    let (points_debt, points_not_reversed) = if merchant.settings.allow_negative_points {
+        (shortfall, 0)
+    } else {
+        (0, shortfall)
+    };
+    let reversed_available = taken_from_lot + taken_elsewhere + points_debt;
+    if taken_pending > 0 {
+        transaction.postings.push(Posting::member(
+            member_account_id(&member_id, "points_pending"),
+            POINTS,
+            -taken_pending,
+        ));
+    }
+    if reversed_available > 0 {
+        transaction.postings.push(Posting::member(
+            points_account.clone(),
+            POINTS,
+            -reversed_available,
+        ));
+    }
+    transaction.postings.push(Posting::merchant(
+        "points_issued",
+        POINTS,
+        taken_pending + reversed_available,
+    ));
+    if points_debt > 0 {
+        transaction.negative_allowed = vec![points_account.clone()];
+    }
+    let (transaction_id, new_balances) =
+        record(connection, &merchant.id, context.now, transaction).await?;
+    if let Some(points) = returned_points_lot {
+        // Points paid come back as a lot with the latest expiry of the lots they came from.
+        let balance_after = new_balances.get(&points_account).copied().unwrap_or(0);
+        let remaining = lot_share_of_credit(points, balance_after);
+        let expires_at = payments
+            .points_paid_expires_at
+            .filter(|at| *at > context.now)
+            .or_else(|| expiry_after(context.now, merchant.settings.points_expiry_days));
+        insert_lot(
+            connection,
+            &merchant.id,
+            &member_id,
+            &transaction_id,
+            false,
+            points,
+            remaining,
+            context.now,
+            expires_at,
+            context.now,
+        )
+        .await?;
+    }
+    let points_reversed = taken_pending + reversed_available;
+    sqlx::query(
+        "UPDATE purchases SET refunded = refunded + $3, points_reversed = points_reversed + $4, \
+         payments = $5 WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(&merchant.id)
+    .bind(purchase_id)
+    .bind(amount)
+    .bind(reversal)
+    .bind(serde_json::to_string(&payments).expect("payments serialize"))
+    .execute(&mut *connection)
+    .await?;
+    for (line, quantity) in &item_updates {
+        sqlx::query(
+            "UPDATE purchase_items SET refunded_quantity = refunded_quantity + $4 \
+             WHERE merchant_id = $1 AND purchase_id = $2 AND line = $3",
+        )
+        .bind(&merchant.id)
+        .bind(purchase_id)
+        .bind(*line)
+        .bind(*quantity)
+        .execute(&mut *connection)
+        .await?;
+    }
+    let receipt_body = |balances: Balances| RefundReceipt {
+        id: refund_id.clone(),
+        purchase_id: purchase_id.to_string(),
+        amount: context.money(amount),
+        purchase_refunded_total: context.money(refunded + amount),
+        returned: returned.clone(),
+        points_reversed,
+        points_debt,
+        points_not_reversed,
+        transaction_id: transaction_id.clone(),
+        balances,
+    };
+    sqlx::query(
+        "INSERT INTO refunds (merchant_id, id, purchase_id, amount, points_reversed, points_shortfall, \
+         transaction_id, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&merchant.id)
+    .bind(&refund_id)
+    .bind(purchase_id)
+    .bind(amount)
+    .bind(points_reversed)
+    .bind(points_not_reversed)
+    .bind(&transaction_id)
+    .bind(serde_json::to_string(&returned).expect("serializes"))
+    .bind(context.now)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE members SET lifetime_spend = lifetime_spend - $3 WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(&merchant.id)
+    .bind(&member_id)
+    .bind(amount)
+    .execute(&mut *connection)
+    .await?;
+    let balances = context.balances(connection, &member_id).await?;
+    Ok(created(&receipt_body(balances)))
+}
+
+async fn redeem(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    points: i64,
+    reason: &str,
+) -> Result<Outcome, CoreError> {
+    let merchant_id = &context.merchant.id;
+    begin_member_write(connection, context, member_id).await?;
+    let taken = take_from_active_lots(connection, merchant_id, member_id, points).await?;
+    if taken < points {
+        return Err(CoreError::Unprocessable(format!(
+            "the member has {taken} points available, {points} requested"
+        )));
+    }
+    let mut transaction = context.transaction("points.redemption", member_id);
+    transaction.reason = Some(reason.trim().to_string());
+    transaction.postings = vec![
+        Posting::member(member_account_id(member_id, "points"), POINTS, -points),
+        Posting::merchant("points_redeemed", POINTS, points),
+    ];
+    let (transaction_id, _) = record(connection, merchant_id, context.now, transaction).await?;
+    Ok(created(&PointsReceipt {
+        transaction_id,
+        points,
+        reason: reason.trim().to_string(),
+        balances: context.balances(connection, member_id).await?,
+    }))
+}
+
+async fn adjust(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    points: i64,
+    reason: &str,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    begin_member_write(connection, context, member_id).await?;
+    let points_account = member_account_id(member_id, "points");
+    let mut transaction = context.transaction("points.adjustment", member_id);
+    transaction.reason = Some(reason.trim().to_string());
+    transaction.postings = vec![
+        Posting::member(points_account.clone(), POINTS, points),
+        Posting::merchant("points_adjusted", POINTS, -points),
+    ];
+    transaction.negative_allowed = vec![points_account.clone()];
+    if points < 0 {
+        let wanted = -points;
+        let taken = take_from_active_lots(connection, &merchant.id, member_id, wanted).await?;
+        if taken < wanted && !merchant.settings.allow_negative_points {
+            return Err(CoreError::Unprocessable(format!(
+                "the member has {taken} points available; the merchant does not allow negative points"
+            )));
+        }
+    }
+    let (transaction_id, new_balances) =
+        record(connection, &merchant.id, context.now, transaction).await?;
+    if points > 0 {
+        let balance_after = new_balances.get(&points_account).copied().unwrap_or(0);
+        let remaining = lot_share_of_credit(points, balance_after);
+        insert_lot(
+            connection,
+            &merchant.id,
+            member_id,
+            &transaction_id,
+            false,
+            points,
+            remaining,
+            context.now,
+            expiry_after(context.now, merchant.settings.points_expiry_days),
+            context.now,
+        )
+        .await?;
+    }
+    Ok(created(&PointsReceipt {
+        transaction_id,
+        points,
+        reason: reason.trim().to_string(),
+        balances: context.balances(connection, member_id).await?,
+    }))
+}
+
+async fn top_up(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    store_id: &str,
+    amount: i64,
+    method: PaymentMethod,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    begin_member_write(connection, context, member_id).await?;
+    require_store(connection, &merchant.id, store_id).await?;
+    let bonus = merchant.settings.top_up_bonus(amount);
+    let currency = &merchant.currency;
+    let mut transaction = context.transaction("stored_value.top_up", member_id);
+    transaction.reference = Some(store_id.to_string());
+    transaction.reason = Some(format!("top-up by {}", method.as_str()));
+    transaction.postings = vec![
+        Posting::merchant("stored_value_paid_in", currency, -amount),
+        Posting::member(
+            member_account_id(member_id, "stored_value_principal"),
+            currency,
+            amount,
+        ),
+        Posting::merchant("stored_value_bonus_issued", currency, -bonus),
+        Posting::member(
+            member_account_id(member_id, "stored_value_bonus"),
+            currency,
+            bonus,
+        ),
+    ];
+    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    Ok(created(&TopUpReceipt {
+        transaction_id,
+        amount: context.money(amount),
+        bonus: context.money(bonus),
+        balances: context.balances(connection, member_id).await?,
+    }))
+}
+
+async fn sell_count_card(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    store_id: &str,
+    package: &PackageTerms,
+    method: PaymentMethod,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    begin_member_write(connection, context, member_id).await?;
+    require_store(connection, &merchant.id, store_id).await?;
+    let card_id = new_id("card");
+    let account_id = count_card_account_id(&card_id);
+    let expires_at = context.now + package.valid_days * MICROS_PER_DAY;
+    sqlx::query(
+        "INSERT INTO accounts (merchant_id, id, member_id, asset, kind, balance, version, created_at) \
+         VALUES ($1, $2, $3, $4, 'count_card', 0, 0, $5)",
+    )
+    .bind(&merchant.id)
+    .bind(&account_id)
+    .bind(member_id)
+    .bind(USES)
+    .bind(context.now)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "INSERT INTO count_cards (merchant_id, id, member_id, package_id, account_id, name, uses, \
+         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&merchant.id)
+    .bind(&card_id)
+    .bind(member_id)
+    .bind(&package.id)
+    .bind(&account_id)
+    .bind(&package.name)
+    .bind(package.uses)
+    .bind(expires_at)
+    .bind(context.now)
+    .execute(&mut *connection)
+    .await?;
+    let mut transaction = context.transaction("count_card.purchase", member_id);
+    transaction.reference = Some(card_id.clone());
+    transaction.reason = Some(format!("{} by {}", package.name, method.as_str()));
+    transaction.postings = vec![
+        Posting::merchant("count_card_uses_issued", USES, -package.uses),
+        Posting::member(account_id, USES, package.uses),
+    ];
+    let mut stored_value_paid = None;
+    if method == PaymentMethod::StoredValue && package.price > 0 {
+        let (principal, bonus) =
+            stored_value_draw(connection, context, member_id, package.price).await?;
+        transaction
+            .postings
+            .extend(stored_value_postings(context, member_id, principal, bonus));
+        stored_value_paid = Some(StoredValueSplit {
+            principal: context.money(principal),
+            bonus: context.money(bonus),
+        });
+    }
+    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    Ok(created(&CountCardReceipt {
+        transaction_id,
+        card: CountCardView {
+            id: card_id,
+            package_id: package.id.clone(),
+            name: package.name.clone(),
+            uses: package.uses,
+            remaining: package.uses,
+            expires_at: from_unix_micros(expires_at),
+        },
+        stored_value_paid,
+        balances: context.balances(connection, member_id).await?,
+    }))
+}
+
+async fn consume(
+    connection: &mut AnyConnection,
+    context: &Context<'_>,
+    member_id: &str,
+    card_id: &str,
+    store_id: &str,
+    uses: i64,
+) -> Result<Outcome, CoreError> {
+    let merchant = context.merchant;
+    begin_member_write(connection, context, member_id).await?;
+    let card = sqlx::query(
+        "SELECT c.account_id, c.expires_at, a.balance FROM count_cards c \
+         JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
+         WHERE c.merchant_id = $1 AND c.id = $2 AND c.member_id = $3",
+    )
+    .bind(&merchant.id)
+    .bind(card_id)
+    .bind(member_id)
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or(CoreError::NotFound("count card"))?;
+    require_store(connection, &merchant.id, store_id).await?;
+    let account_id: String = card.try_get("account_id")?;
+    let expires_at: i64 = card.try_get("expires_at")?;
+    let balance: i64 = card.try_get("balance")?;
+    if expires_at <= context.now {
+        return Err(CoreError::Unprocessable(format!(
+            "the count card expired at {}",
+            from_unix_micros(expires_at)
+        )));
+    }
+    if balance < uses {
+        return Err(CoreError::Unprocessable(format!(
+            "the count card has {balance} uses left, {uses} requested"
+        )));
+    }
+    let mut transaction = context.transaction("count_card.consumption", member_id);
+    transaction.reference = Some(card_id.to_string());
+    transaction.reason = Some(format!("{uses} use(s) at store {store_id}"));
+    transaction.postings = vec![
+        Posting::member(account_id, USES, -uses),
+        Posting::merchant("count_card_uses_consumed", USES, uses),
+    ];
+    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    Ok(created(&ConsumptionReceipt {
+        transaction_id,
+        card_id: card_id.to_string(),
+        uses,
+        remaining: balance - uses,
+        balances: context.balances(connection, member_id).await?,
+    }))
+}
+
+pub use ledger::LedgerEntry;
+
+/// The member a purchase belongs to (the writer routes refunds by it).
+pub async fn purchase_member(
+    pool: &sqlx::AnyPool,
+    merchant_id: &str,
+    purchase_id: &str,
+) -> Result<String, CoreError> {
+    sqlx::query_scalar("SELECT member_id FROM purchases WHERE merchant_id = $1 AND id = $2")
+        .bind(merchant_id)
+        .bind(purchase_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(CoreError::NotFound("purchase"))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PurchaseDetail {
+    pub id: String,
+    pub member_id: String,
+    pub store_id: String,
+    pub external_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub occurred_at: time::OffsetDateTime,
+    pub total: String,
+    pub refunded: String,
+    pub points_awarded: i64,
+    pub points_reversed: i64,
+    pub items: Vec<PurchaseItemView>,
+    pub payments: Vec<PaymentView>,
+    pub refunds: Vec<RefundSummary>,
+    pub transaction_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PurchaseItemView {
+    pub sku: String,
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub quantity: i64,
+    pub unit_price: String,
+    pub total: String,
+    pub refunded_quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub method: PaymentMethod,
+    pub amount: String,
+    pub refunded: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefundSummary {
+    pub id: String,
+    pub amount: String,
+    pub points_reversed: i64,
+    pub points_not_reversed: i64,
+    pub transaction_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+pub async fn get_purchase(
+    pool: &sqlx::AnyPool,
+    merchant: &Merchant,
+    purchase_id: &str,
+) -> Result<PurchaseDetail, CoreError> {
+    let money = |minor: i64| format_money(minor, merchant.currency_exponent);
+    let row = sqlx::query(
+        "SELECT id, member_id, store_id, external_id, occurred_at, total, refunded, points_awarded, \
+         points_reversed, transaction_id, payments FROM purchases WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(&merchant.id)
+    .bind(purchase_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CoreError::NotFound("purchase"))?;
+    let payments_text: String = row.try_get("payments")?;
+    let payments: PaymentRecord = serde_json::from_str(&payments_text)
+        .map_err(|error| CoreError::Internal(format!("stored payments unreadable: {error}")))?;
+    let items = sqlx::query(
+        "SELECT sku, name, category, quantity, unit_price, total, refunded_quantity FROM purchase_items \
+         WHERE merchant_id = $1 AND purchase_id = $2 ORDER BY line",
+    )
+    .bind(&merchant.id)
+    .bind(purchase_id)
+    .fetch_all(pool)
+    .await?;
+    let refunds = sqlx::query(
+        "SELECT id, amount, points_reversed, points_shortfall, transaction_id, created_at FROM refunds \
+         WHERE merchant_id = $1 AND purchase_id = $2 ORDER BY id",
+    )
+    .bind(&merchant.id)
+    .bind(purchase_id)
+    .fetch_all(pool)
+    .await?;
+    let mut item_views = Vec::with_capacity(items.len());
+    for item in &items {
+        item_views.push(PurchaseItemView {
+            sku: item.try_get("sku")?,
+            name: item.try_get("name")?,
+            category: item.try_get("category")?,
+            quantity: item.try_get("quantity")?,
+            unit_price: money(item.try_get("unit_price")?),
+            total: money(item.try_get("total")?),
+            refunded_quantity: item.try_get("refunded_quantity")?,
+        });
+    }
+    let mut refund_views = Vec::with_capacity(refunds.len());
+    for refund in &refunds {
+        refund_views.push(RefundSummary {
+            id: refund.try_get("id")?,
+            amount: money(refund.try_get("amount")?),
+            points_reversed: refund.try_get("points_reversed")?,
+            points_not_reversed: refund.try_get("points_shortfall")?,
+            transaction_id: refund.try_get("transaction_id")?,
+            created_at: from_unix_micros(refund.try_get("created_at")?),
+        });
+    }
+    Ok(PurchaseDetail {
+        id: row.try_get("id")?,
+        member_id: row.try_get("member_id")?,
+        store_id: row.try_get("store_id")?,
+        external_id: row.try_get("external_id")?,
+        occurred_at: from_unix_micros(row.try_get("occurred_at")?),
+        total: money(row.try_get("total")?),
+        refunded: money(row.try_get("refunded")?),
+        points_awarded: row.try_get("points_awarded")?,
+        points_reversed: row.try_get("points_reversed")?,
+        items: item_views,
+        payments: payments
+            .methods
+            .iter()
+            .map(|(method, amount)| PaymentView {
+                method: *method,
+                amount: money(*amount),
+                refunded: money(payments.refunded_methods.get(method).copied().unwrap_or(0)),
+            })
+            .collect(),
+        refunds: refund_views,
+        transaction_id: row.try_get("transaction_id")?,
+    })
+}

@@ -1,0 +1,297 @@
+//! Point lots: every credit of points is a lot with an activation and an expiry time.
+//! Spending consumes active lots first-to-expire first; a background job (and every write
+//! that touches the member) activates pending lots and expires lots into breakage.
+//!
+//! Invariants (checked by `verify`): the pending lots of a member sum to the balance of
+//! `points_pending`; the active lots sum to the balance of `points` when it is not negative,
+//! and to zero when it is (a debt: later credits repay it before they form a lot).
+
+use sqlx::{AnyConnection, Row};
+
+use crate::db::new_id;
+use crate::error::CoreError;
+use crate::ledger::{
+    member_account_id, record, NewTransaction, Posting, LOTS_PER_SPEND_MAX, POINTS,
+};
+
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Most due lots one settlement handles for a member; the rest wait for the next run.
+pub const DUE_LOTS_PER_SETTLEMENT_MAX: i64 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct Lot {
+    pub id: String,
+    pub state: String,
+    pub remaining: i64,
+    pub activates_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+fn lot_from_row(row: &sqlx::any::AnyRow) -> Result<Lot, CoreError> {
+    Ok(Lot {
+        id: row.try_get("id")?,
+        state: row.try_get("state")?,
+        remaining: row.try_get("remaining")?,
+        activates_at: row.try_get("activates_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const LOT_COLUMNS: &str = "id, state, remaining, activates_at, expires_at";
+
+pub fn expiry_after(activates_at: i64, expiry_days: Option<u32>) -> Option<i64> {
+    expiry_days.map(|days| activates_at + i64::from(days) * MICROS_PER_DAY)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_lot(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    transaction_id: &str,
+    pending: bool,
+    earned: i64,
+    remaining: i64,
+    activates_at: i64,
+    expires_at: Option<i64>,
+    now: i64,
+) -> Result<String, CoreError> {
+    assert!(
+        earned > 0 && (0..=earned).contains(&remaining),
+        "bad lot amounts"
+    );
+    let id = new_id("lot");
+    let state = if pending {
+        "pending"
+    } else if remaining == 0 {
+        "closed"
+    } else {
+        "active"
+    };
+    sqlx::query(
+        "INSERT INTO point_lots (merchant_id, id, member_id, transaction_id, state, earned, \
+         remaining, activates_at, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(merchant_id)
+    .bind(&id)
+    .bind(member_id)
+    .bind(transaction_id)
+    .bind(state)
+    .bind(earned)
+    .bind(remaining)
+    .bind(activates_at)
+    .bind(expires_at)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    Ok(id)
+}
+
+/// How much of a credit of `points` forms a lot, given the balance after the credit: a
+/// debt is repaid first.
+pub fn lot_share_of_credit(points: i64, balance_after: i64) -> i64 {
+    points.min(balance_after.max(0))
+}
+
+async fn set_lot_remaining(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    lot_id: &str,
+    remaining: i64,
+    state: &str,
+) -> Result<(), CoreError> {
+    sqlx::query(
+        "UPDATE point_lots SET remaining = $3, state = $4 WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(merchant_id)
+    .bind(lot_id)
+    .bind(remaining)
+    .bind(state)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Takes up to `points` from the member's active lots, first to expire first (lots that
+/// never expire last), and returns how many it took. The caller posts the ledger side.
+pub async fn take_from_active_lots(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    points: i64,
+) -> Result<i64, CoreError> {
+    assert!(points >= 0);
+    if points == 0 {
+        return Ok(0);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+         AND state = 'active' AND remaining > 0 \
+         ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, activates_at, id \
+         LIMIT {LOTS_PER_SPEND_MAX}"
+    ))
+    .bind(merchant_id)
+    .bind(member_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut taken = 0;
+    for row in &rows {
+        if taken == points {
+            break;
+        }
+        let lot = lot_from_row(row)?;
+        let take = lot.remaining.min(points - taken);
+        let left = lot.remaining - take;
+        set_lot_remaining(
+            connection,
+            merchant_id,
+            &lot.id,
+            left,
+            if left == 0 { "closed" } else { "active" },
+        )
+        .await?;
+        taken += take;
+    }
+    assert!(taken <= points);
+    Ok(taken)
+}
+
+/// Takes up to `points` from one lot (a purchase's own lot, on refund). Returns the lot's
+/// state before, and how many it took.
+pub async fn take_from_lot(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    lot_id: &str,
+    points: i64,
+) -> Result<(String, i64), CoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND id = $2"
+    ))
+    .bind(merchant_id)
+    .bind(lot_id)
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or_else(|| CoreError::Internal(format!("lot {lot_id} is missing")))?;
+    let lot = lot_from_row(&row)?;
+    if lot.state == "closed" || lot.remaining == 0 {
+        return Ok((lot.state, 0));
+    }
+    let take = lot.remaining.min(points);
+    let left = lot.remaining - take;
+    let state = if left == 0 {
+        "closed".to_string()
+    } else {
+        lot.state.clone()
+    };
+    set_lot_remaining(connection, merchant_id, &lot.id, left, &state).await?;
+    Ok((lot.state, take))
+}
+
+/// Activates the member's pending lots whose time has come and expires active lots past
+/// their expiry, each as its own ledger transaction. Idempotent: a lot changes state in the
+/// same database transaction as its ledger entry, so running it again finds nothing to do.
+/// Returns (points activated, points expired).
+pub async fn settle_due_lots(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    now: i64,
+) -> Result<(i64, i64), CoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+         AND ((state = 'pending' AND activates_at <= $3) \
+           OR (state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3)) \
+         ORDER BY activates_at, id LIMIT {DUE_LOTS_PER_SETTLEMENT_MAX}"
+    ))
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(now)
+    .fetch_all(&mut *connection)
+    .await?;
+    let points_account = member_account_id(member_id, "points");
+    let pending_account = member_account_id(member_id, "points_pending");
+    let (mut activated, mut expired) = (0, 0);
+    for row in &rows {
+        let mut lot = lot_from_row(row)?;
+        if lot.state == "pending" {
+            let (_, balances) = record(
+                connection,
+                merchant_id,
+                now,
+                NewTransaction {
+                    kind: "points.activation",
+                    member_id: Some(member_id.to_string()),
+                    reference: Some(lot.id.clone()),
+                    reason: Some("return window passed".into()),
+                    postings: vec![
+                        Posting::member(pending_account.clone(), POINTS, -lot.remaining),
+                        Posting::member(points_account.clone(), POINTS, lot.remaining),
+                    ],
+                    negative_allowed: vec![points_account.clone()],
+                    ..Default::default()
+                },
+            )
+            .await?;
+            activated += lot.remaining;
+            let balance = balances.get(&points_account).copied().unwrap_or_else(|| {
+                // a zero-point lot posts nothing; the balance did not move
+                0
+            });
+            let share = if lot.remaining == 0 {
+                0
+            } else {
+                lot_share_of_credit(lot.remaining, balance)
+            };
+            lot.remaining = share;
+            lot.state = if share == 0 {
+                "closed".into()
+            } else {
+                "active".into()
+            };
+            set_lot_remaining(connection, merchant_id, &lot.id, lot.remaining, &lot.state).await?;
+        }
+        if lot.state == "active" && lot.expires_at.is_some_and(|at| at <= now) {
+            record(
+                connection,
+                merchant_id,
+                now,
+                NewTransaction {
+                    kind: "points.expiry",
+                    member_id: Some(member_id.to_string()),
+                    reference: Some(lot.id.clone()),
+                    reason: Some("points expired".into()),
+                    postings: vec![
+                        Posting::member(points_account.clone(), POINTS, -lot.remaining),
+                        Posting::merchant("points_breakage", POINTS, lot.remaining),
+                    ],
+                    ..Default::default()
+                },
+            )
+            .await?;
+            expired += lot.remaining;
+            set_lot_remaining(connection, merchant_id, &lot.id, 0, "closed").await?;
+        }
+    }
+    Ok((activated, expired))
+}
+
+/// Members of any merchant with lots due at `now`, for the background job.
+pub async fn members_with_due_lots(
+    pool: &sqlx::AnyPool,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>, CoreError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT merchant_id, member_id FROM point_lots \
+         WHERE (state = 'pending' AND activates_at <= $1) \
+            OR (state = 'active' AND expires_at IS NOT NULL AND expires_at <= $1) LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("merchant_id")?, row.try_get("member_id")?)))
+        .collect()
+}

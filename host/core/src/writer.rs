@@ -1,0 +1,327 @@
+//! The writer: every value-moving command goes through it. Commands are routed to a lane by
+//! member, and a lane runs whatever is queued as one database transaction with a savepoint
+//! per command, so many commands share one durable commit (group commit) while each still
+//! applies or fails alone. Replies go out only after the commit, so an acknowledged command
+//! survives a crash. The Idempotency-Key row is written in the command's savepoint.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Backend, Database};
+use crate::error::CoreError;
+use crate::merchants::Merchant;
+use crate::operations::{Command, Outcome};
+
+/// Most commands one transaction carries.
+pub const BATCH_COMMANDS_MAX: usize = 128;
+/// Commands waiting per lane before submitters wait too (backpressure).
+pub const LANE_QUEUE_DEPTH_MAX: usize = 4_096;
+/// How often a command that hit a deadlock or serialization failure is tried again.
+pub const TRANSIENT_RETRIES_MAX: u32 = 5;
+/// Lanes on PostgreSQL: concurrent transactions, each batching. SQLite has one writer.
+pub const POSTGRES_LANES_DEFAULT: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// SHA-256 of the request (method, path, body): the same key with another request is a 409.
+    pub digest: String,
+}
+
+pub struct Submission {
+    pub merchant: Merchant,
+    pub claim: Option<IdempotencyClaim>,
+    pub command: Command,
+    pub now: i64,
+}
+
+struct Envelope {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Outcome, CoreError>>,
+    attempts: u32,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    lanes: std::sync::Arc<Vec<mpsc::Sender<Envelope>>>,
+}
+
+impl Writer {
+    /// Starts the lanes on the current Tokio runtime. `lanes` 0 picks the backend's default.
+    pub fn start(database: Database, lanes: usize) -> Writer {
+        let lanes = match (database.backend, lanes) {
+            (Backend::Sqlite, _) => 1,
+            (Backend::Postgres, 0) => POSTGRES_LANES_DEFAULT,
+            (Backend::Postgres, lanes) => lanes,
+        };
+        let senders = (0..lanes)
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(LANE_QUEUE_DEPTH_MAX);
+                tokio::spawn(run_lane(database.clone(), receiver));
+                sender
+            })
+            .collect();
+        Writer {
+            lanes: std::sync::Arc::new(senders),
+        }
+    }
+
+    pub async fn submit(&self, submission: Submission) -> Result<Outcome, CoreError> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        submission.merchant.id.hash(&mut hasher);
+        submission.command.route_key().hash(&mut hasher);
+        let lane = usize::try_from(hasher.finish() % self.lanes.len() as u64)
+            .expect("lane index fits usize");
+        let (reply, answer) = oneshot::channel();
+        self.lanes[lane]
+            .send(Envelope {
+                submission,
+                reply,
+                attempts: 0,
+            })
+            .await
+            .map_err(|_| CoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| CoreError::Unavailable("the writer dropped the command".into()))?
+    }
+}
+
+async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
+    let mut carried: VecDeque<Envelope> = VecDeque::new();
+    loop {
+        let mut batch: Vec<Envelope> = carried.drain(..).collect();
+        if batch.is_empty() {
+            match receiver.recv().await {
+                Some(envelope) => batch.push(envelope),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match receiver.try_recv() {
+                Ok(envelope) => batch.push(envelope),
+                Err(_) => break,
+            }
+        }
+        carried.extend(run_batch(&database, batch).await);
+    }
+}
+
+/// Runs a batch in one transaction. Returns the commands to run again (transient failures).
+async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
+    let mut connection = match database.pool.acquire().await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::error!(%error, "writer cannot get a connection");
+            for envelope in batch {
+                let _ = envelope.reply.send(Err(CoreError::Unavailable(
+                    "the database is unavailable".into(),
+                )));
+            }
+            return Vec::new();
+        }
+    };
+    if let Err(error) = sqlx::query(database.begin_statement())
+        .execute(&mut *connection)
+        .await
+    {
+        tracing::error!(%error, "writer cannot begin a transaction");
+        for envelope in batch {
+            let _ = envelope.reply.send(Err(CoreError::Unavailable(
+                "the database is unavailable".into(),
+            )));
+        }
+        return Vec::new();
+    }
+    let mut finished: Vec<(Envelope, Result<Outcome, CoreError>)> = Vec::with_capacity(batch.len());
+    let mut again = Vec::new();
+    let mut broken: Option<CoreError> = None;
+    for mut envelope in batch {
+        if broken.is_some() {
+            finished.push((
+                envelope,
+                Err(CoreError::Unavailable("the batch failed".into())),
+            ));
+            continue;
+        }
+        match run_in_savepoint(&mut connection, &envelope.submission).await {
+            Ok(result) => match result {
+                Err(error) if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX => {
+                    envelope.attempts += 1;
+                    again.push(envelope);
+                }
+                result => finished.push((envelope, result)),
+            },
+            Err(error) => {
+                tracing::error!(%error, "writer lost its transaction");
+                broken = Some(error);
+                finished.push((
+                    envelope,
+                    Err(CoreError::Unavailable("the batch failed".into())),
+                ));
+            }
+        }
+    }
+    let committed = match broken {
+        Some(_) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            connection.close_on_drop();
+            false
+        }
+        None => match sqlx::query("COMMIT").execute(&mut *connection).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::error!(%error, "writer commit failed");
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                connection.close_on_drop();
+                false
+            }
+        },
+    };
+    for (envelope, result) in finished {
+        let result = match result {
+            Ok(_) if !committed => Err(CoreError::Unavailable(
+                "the database did not commit; retry with the same Idempotency-Key".into(),
+            )),
+            result => result,
+        };
+        let _ = envelope.reply.send(result);
+    }
+    if !committed {
+        for envelope in again.drain(..) {
+            let _ = envelope
+                .reply
+                .send(Err(CoreError::Unavailable("the batch failed".into())));
+        }
+    }
+    again
+}
+
+/// Runs one command inside a savepoint. The outer error means the connection or transaction
+/// is unusable; the inner result is the command's own.
+async fn run_in_savepoint(
+    connection: &mut AnyConnection,
+    submission: &Submission,
+) -> Result<Result<Outcome, CoreError>, CoreError> {
+    sqlx::query("SAVEPOINT command")
+        .execute(&mut *connection)
+        .await?;
+    let merchant_id = &submission.merchant.id;
+    let result = submission
+        .command
+        .execute(
+            connection,
+            &submission.merchant,
+            submission.claim.as_ref().map(|claim| claim.key.as_str()),
+            submission.now,
+        )
+        .await;
+    let result = match (result, &submission.claim) {
+        (Ok(outcome), Some(claim)) => {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (merchant_id, key, request_digest, status, response, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id, key) DO NOTHING",
+            )
+            .bind(merchant_id)
+            .bind(&claim.key)
+            .bind(&claim.digest)
+            .bind(i64::from(outcome.status))
+            .bind(&outcome.body)
+            .bind(submission.now)
+            .execute(&mut *connection)
+            .await;
+            match inserted {
+                Ok(done) if done.rows_affected() == 1 => Ok(outcome),
+                Ok(_) => {
+                    // The key was applied first by another command: undo this one, answer as
+                    // the first did.
+                    sqlx::query("ROLLBACK TO SAVEPOINT command")
+                        .execute(&mut *connection)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT command")
+                        .execute(&mut *connection)
+                        .await?;
+                    let stored = lookup(connection, merchant_id, &claim.key).await?;
+                    return Ok(match stored {
+                        Some(stored) => stored.answer(&claim.digest),
+                        None => Err(CoreError::Retry),
+                    });
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+        (result, _) => result,
+    };
+    if result.is_ok() {
+        sqlx::query("RELEASE SAVEPOINT command")
+            .execute(&mut *connection)
+            .await?;
+    } else {
+        sqlx::query("ROLLBACK TO SAVEPOINT command")
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query("RELEASE SAVEPOINT command")
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(result)
+}
+
+/// A stored response of an applied Idempotency-Key.
+pub struct StoredResponse {
+    pub digest: String,
+    pub outcome: Outcome,
+}
+
+impl StoredResponse {
+    /// The first response for the same request; a 409 for a different one.
+    pub fn answer(self, digest: &str) -> Result<Outcome, CoreError> {
+        if self.digest == digest {
+            Ok(self.outcome)
+        } else {
+            Err(CoreError::IdempotencyMismatch)
+        }
+    }
+}
+
+pub async fn lookup<'e, E>(
+    executor: E,
+    merchant_id: &str,
+    key: &str,
+) -> Result<Option<StoredResponse>, CoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT request_digest, status, response FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        Some(row) => Ok(Some(StoredResponse {
+            digest: row.try_get("request_digest")?,
+            outcome: Outcome {
+                status: u16::try_from(row.try_get::<i64, _>("status")?)
+                    .map_err(|_| CoreError::Internal("stored status out of range".into()))?,
+                body: row.try_get("response")?,
+            },
+        })),
+        None => Ok(None),
+    }
+}
+
+/// Deletes idempotency records older than `before` (they are kept at least 24 hours).
+pub async fn prune_idempotency_keys(pool: &sqlx::AnyPool, before: i64) -> Result<u64, CoreError> {
+    Ok(
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}

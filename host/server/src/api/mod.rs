@@ -1,0 +1,90 @@
+//! The HTTP API under `/v1`, one file per resource.
+
+pub mod api_keys;
+pub mod count_cards;
+pub mod members;
+pub mod merchants;
+pub mod operator;
+pub mod points;
+pub mod purchases;
+pub mod stored_value;
+pub mod stores;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use loyalty_core::merchants::Principal;
+use loyalty_core::operations::{Command, Outcome};
+use loyalty_core::writer::{lookup, Submission};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::extract::Idempotent;
+use crate::AppState;
+
+/// A page of a list: pass `next_cursor` as `cursor` for the next page; null at the end.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Page<T> {
+        let full = i64::try_from(items.len()).expect("a page is small") == limit;
+        let next_cursor = if full {
+            items.last().map(|item| id(item).to_string())
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
+/// The stored body, sent byte for byte.
+pub fn respond(outcome: Outcome) -> Response {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, outcome.body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Answers a retry from the stored response without touching the writer.
+pub async fn replay(
+    state: &AppState,
+    principal: &Principal,
+    idempotent: &Idempotent,
+) -> Result<Option<Response>, ApiError> {
+    match lookup(
+        &state.database.pool,
+        &principal.merchant.id,
+        &idempotent.claim.key,
+    )
+    .await?
+    {
+        Some(stored) => Ok(Some(respond(stored.answer(&idempotent.claim.digest)?))),
+        None => Ok(None),
+    }
+}
+
+/// Sends a validated command through the writer under the request's Idempotency-Key.
+pub async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    idempotent: Idempotent,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let outcome = state
+        .writer
+        .submit(Submission {
+            merchant: principal.merchant.clone(),
+            claim: Some(idempotent.claim),
+            command,
+            now: state.clock.now(),
+        })
+        .await?;
+    Ok(respond(outcome))
+}

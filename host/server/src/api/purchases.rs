@@ -1,0 +1,92 @@
+//! Purchases and refunds: the main job of the host.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use loyalty_core::merchants::Scope;
+use loyalty_core::operations::{
+    self, Command, PurchaseReceipt, PurchaseRequest, RefundReceipt, RefundRequest,
+};
+use loyalty_core::CoreError;
+
+use crate::api::{replay, submit};
+use crate::error::{ApiResult, Problem};
+use crate::extract::{Auth, Idempotent};
+use crate::AppState;
+
+/// Record a purchase: earns points (pending for the return window), and draws stored value
+/// and points used as payment, all in one transaction. Needs an Idempotency-Key.
+#[utoipa::path(post, path = "/v1/purchases", tag = "purchases", request_body = PurchaseRequest,
+    params(("Idempotency-Key" = String, Header, description = "Unique per value-moving request")),
+    responses((status = 201, body = PurchaseReceipt), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    idempotent: Idempotent,
+) -> ApiResult<Response> {
+    let principal = auth.require(Scope::Pos)?;
+    if let Some(response) = replay(&state, principal, &idempotent).await? {
+        return Ok(response);
+    }
+    let request: PurchaseRequest = idempotent.parse()?;
+    let command = operations::prepare_purchase(
+        &principal.merchant,
+        &request,
+        state.earn_policy.as_ref(),
+        state.clock.now(),
+    )?;
+    submit(&state, principal, idempotent, Command::Purchase(command)).await
+}
+
+/// Refund items or an amount of a purchase (or, with neither, the rest of it). Points are
+/// reversed and payments returned in proportion. Needs an Idempotency-Key.
+#[utoipa::path(post, path = "/v1/purchases/{id}/refunds", tag = "purchases", request_body = RefundRequest,
+    params(("Idempotency-Key" = String, Header, description = "Unique per value-moving request")),
+    responses((status = 201, body = RefundReceipt), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn refund(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    idempotent: Idempotent,
+) -> ApiResult<Response> {
+    let principal = auth.require(Scope::Pos)?;
+    if let Some(response) = replay(&state, principal, &idempotent).await? {
+        return Ok(response);
+    }
+    let request: RefundRequest = idempotent.parse()?;
+    let scope = operations::prepare_refund(&principal.merchant, &request)?;
+    let member_id: String = sqlx_member_of_purchase(&state, &principal.merchant.id, &id).await?;
+    submit(
+        &state,
+        principal,
+        idempotent,
+        Command::Refund {
+            purchase_id: id,
+            member_id,
+            scope,
+        },
+    )
+    .await
+}
+
+async fn sqlx_member_of_purchase(
+    state: &AppState,
+    merchant_id: &str,
+    purchase_id: &str,
+) -> Result<String, CoreError> {
+    loyalty_core::operations::purchase_member(&state.database.pool, merchant_id, purchase_id).await
+}
+
+/// A purchase with its lines, payments and refunds.
+#[utoipa::path(get, path = "/v1/purchases/{id}", tag = "purchases",
+    responses((status = 200, body = operations::PurchaseDetail), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<operations::PurchaseDetail>> {
+    let principal = auth.require(Scope::Read)?;
+    Ok(axum::Json(
+        operations::get_purchase(&state.database.pool, &principal.merchant, &id).await?,
+    ))
+}

@@ -1,0 +1,120 @@
+//! loyalty-host: the HTTP API, the CLI and the background jobs of the loyalty host.
+
+pub mod api;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use loyalty_core::earn::{BaseRate, EarnPolicy};
+use loyalty_core::merchants::hash_key;
+use loyalty_core::writer::Writer;
+use loyalty_core::Database;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+pub use clock::Clock;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub database: Database,
+    pub writer: Writer,
+    pub clock: Clock,
+    pub operator_key_hash: String,
+    pub earn_policy: Arc<dyn EarnPolicy>,
+}
+
+impl AppState {
+    /// Starts the writer on the current runtime. `writer_lanes` 0 picks the backend's default.
+    pub fn new(
+        database: Database,
+        operator_key: &str,
+        clock: Clock,
+        writer_lanes: usize,
+    ) -> AppState {
+        AppState {
+            writer: Writer::start(database.clone(), writer_lanes),
+            database,
+            clock,
+            operator_key_hash: hash_key(operator_key),
+            earn_policy: Arc::new(BaseRate),
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::BadRequest("method not allowed on this endpoint".into())
+}
+
+pub fn router(state: AppState) -> Router {
+    use api::*;
+    let v1 = Router::new()
+        .route("/merchants", post(merchants::create))
+        .route("/merchant", get(merchants::get).patch(merchants::update))
+        .route("/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api-keys/{id}", delete(api_keys::revoke))
+        .route("/stores", post(stores::create).get(stores::list))
+        .route("/stores/{id}", get(stores::get))
+        .route("/members", post(members::create).get(members::list))
+        .route("/members/{id}", get(members::get).patch(members::update))
+        .route("/members/{id}/balances", get(members::balances))
+        .route("/members/{id}/ledger", get(members::ledger))
+        .route("/members/{id}/points/redemptions", post(points::redeem))
+        .route("/members/{id}/points/adjustments", post(points::adjust))
+        .route(
+            "/members/{id}/stored-value/top-ups",
+            post(stored_value::top_up),
+        )
+        .route("/members/{id}/count-cards", post(count_cards::sell))
+        .route(
+            "/members/{id}/count-cards/{card_id}/consumptions",
+            post(count_cards::consume),
+        )
+        .route("/purchases", post(purchases::create))
+        .route("/purchases/{id}", get(purchases::get))
+        .route("/purchases/{id}/refunds", post(purchases::refund))
+        .route(
+            "/count-card-packages",
+            post(count_cards::create_package).get(count_cards::list_packages),
+        )
+        .route("/count-card-packages/{id}", get(count_cards::get_package))
+        .route(
+            "/operator/jobs/points-lifecycle",
+            post(operator::points_lifecycle),
+        )
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::ApiDoc::openapi()) }),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::Internal(
+                    "a handler panicked".into(),
+                ))
+            },
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

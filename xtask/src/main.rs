@@ -1,0 +1,472 @@
+//! Build glue for the workspace: `cargo xtask run | test | bench`.
+//!
+//! Everything here shells out to `cargo` and to the built binaries with
+//! `std::process::Command`, from the workspace root, passing the environment through.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build glue: cargo xtask run | test | bench"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build `loyalty` and serve on 127.0.0.1:8080 with SQLite under ./data/.
+    ///
+    /// Takes `LOYALTY_OPERATOR_KEY` from the environment if set (otherwise the server
+    /// generates one and prints it). Extra arguments after `--` go to `loyalty serve`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the whole test suite (SQLite always, PostgreSQL when TEST_DATABASE_URL is set)
+    /// and the API tour (examples/api-tour.sh) against a fresh server.
+    Test,
+    /// Benchmarks (release builds).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Purchases over HTTP vs. the bare durable-commit rate, SQLite and PostgreSQL.
+    /// Arguments (e.g. `--quick`, `--postgres <url>`, `--help`) go to `loyalty-bench ledger`.
+    #[command(disable_help_flag = true)]
+    Ledger {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run { args } => run(&args),
+        Cmd::Test => test(),
+        Cmd::Bench {
+            which: BenchCmd::Ledger { args },
+        } => bench_ledger(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// paths and helpers
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+fn exe(name: &str) -> String {
+    format!("{name}{}", std::env::consts::EXE_SUFFIX)
+}
+
+/// `cargo`, as the one that invoked us (falls back to `cargo` on PATH).
+fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion, failing on a non-zero exit.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let line = describe(cmd);
+    eprintln!("xtask: $ {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{line}`"))?;
+    check_status(status, &line)
+}
+
+fn check_status(status: ExitStatus, what: &str) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("`{what}` failed ({status})")
+    }
+}
+
+/// Whether the command runs and exits 0 (output discarded).
+fn succeeds(mut cmd: Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// 128 random bits as hex, from the OS (falls back to time, pid and std's hasher seed).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    let from_os = fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !from_os {
+        use std::collections::hash_map::RandomState;
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in bytes.chunks_mut(8) {
+            let mut h = RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default(),
+            );
+            h.write_u32(std::process::id());
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
+}
+
+/// One `GET /healthz` over plain HTTP/1.1; true on a 200.
+fn healthz_ok(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < head.len() {
+        match stream.read(&mut head[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+        if head[..len].contains(&b'\n') {
+            break;
+        }
+    }
+    let status_line = String::from_utf8_lossy(&head[..len]);
+    let mut parts = status_line.split_whitespace();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(v), Some("200")) if v.starts_with("HTTP/")
+    )
+}
+
+/// A server child process that is killed when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+
+    fn print_log_tail(&self) {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        eprintln!("xtask: --- last lines of {} ---", self.log.display());
+        for line in &lines[start..] {
+            eprintln!("  {line}");
+        }
+        eprintln!("xtask: ---");
+    }
+
+    /// Polls `GET /healthz` until it answers 200 (or the process dies, or `timeout` passes).
+    fn wait_healthy(&mut self, port: u16, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if healthz_ok(port) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().context("polling the server")? {
+                self.print_log_tail();
+                bail!("the server exited before becoming healthy ({status})");
+            }
+            if start.elapsed() > timeout {
+                self.print_log_tail();
+                bail!(
+                    "the server did not answer GET /healthz with 200 within {}s",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", &random_hex()[..12]));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn build_loyalty_debug() -> Result<PathBuf> {
+    run_checked(cargo().args(["build", "-p", "loyalty-host", "--bin", "loyalty"]))?;
+    let bin = target_dir().join("debug").join(exe("loyalty"));
+    if !bin.exists() {
+        bail!("built, but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// cargo xtask run
+
+fn run(extra: &[OsString]) -> Result<()> {
+    let root = workspace_root();
+    let bin = build_loyalty_debug()?;
+    fs::create_dir_all(root.join("data")).context("creating ./data/")?;
+
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(&root)
+        .args([
+            "serve",
+            "--database",
+            "sqlite://data/loyalty.db",
+            "--listen",
+            "127.0.0.1:8080",
+        ])
+        .args(extra);
+    // LOYALTY_OPERATOR_KEY (if set) reaches the server through the inherited environment;
+    // the server prints the key it uses either way.
+    if std::env::var_os("LOYALTY_OPERATOR_KEY").is_some() {
+        eprintln!("xtask: using LOYALTY_OPERATOR_KEY from the environment");
+    }
+    eprintln!("xtask: $ {}", describe(&cmd));
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Replace this process so Ctrl-C and signals go straight to the server.
+        let err = cmd.exec();
+        Err(err).with_context(|| format!("could not start {}", bin.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .with_context(|| format!("could not start {}", bin.display()))?;
+        check_status(status, "loyalty serve")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cargo xtask test
+
+/// Makes sure the toolchain the suite needs is present.
+///
+/// Today that is only a working `cargo`. Future work (plugins) extends this with
+/// `rustup target add wasm32-wasip2` when `rustup` is available.
+fn ensure_toolchain() -> Result<()> {
+    let out = cargo()
+        .arg("--version")
+        .output()
+        .context("could not run `cargo --version`")?;
+    if !out.status.success() {
+        bail!("`cargo --version` failed ({})", out.status);
+    }
+    eprintln!(
+        "xtask: toolchain: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    let mut rustup = Command::new("rustup");
+    rustup.arg("--version");
+    if succeeds(rustup) {
+        // Nothing to install yet (later: `rustup target add wasm32-wasip2`).
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    ensure_toolchain()?;
+
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            eprintln!("xtask: PostgreSQL tests: ON (TEST_DATABASE_URL is set)")
+        }
+        _ => eprintln!(
+            "xtask: PostgreSQL tests: OFF (set TEST_DATABASE_URL=postgres://... to run them)"
+        ),
+    }
+
+    let mut failures = Vec::new();
+
+    let mut nextest = cargo();
+    nextest.args(["nextest", "--version"]);
+    let suite = if succeeds(nextest) {
+        run_checked(cargo().args(["nextest", "run", "--workspace", "--no-tests=warn"]))
+            .and_then(|()| run_checked(cargo().args(["test", "--workspace", "--doc"])))
+    } else {
+        run_checked(cargo().args(["test", "--workspace", "--all-targets"]))
+            .and_then(|()| run_checked(cargo().args(["test", "--workspace", "--doc"])))
+    };
+    if let Err(err) = suite {
+        eprintln!("xtask: test suite FAILED: {err:#}");
+        failures.push("test suite");
+    }
+
+    if let Err(err) = api_tour() {
+        eprintln!("xtask: API tour FAILED: {err:#}");
+        failures.push("API tour (examples/api-tour.sh)");
+    }
+
+    if failures.is_empty() {
+        eprintln!("xtask: all tests passed");
+        Ok(())
+    } else {
+        bail!("failed: {}", failures.join(", "))
+    }
+}
+
+/// Runs `examples/api-tour.sh` against a fresh server on a temporary SQLite database.
+fn api_tour() -> Result<()> {
+    let root = workspace_root();
+    let script = root.join("examples").join("api-tour.sh");
+    if !script.exists() {
+        eprintln!(
+            "xtask: WARNING: {} does not exist yet; skipping the API tour",
+            script.display()
+        );
+        return Ok(());
+    }
+
+    let bin = build_loyalty_debug()?;
+    let tmp = TempDir::new("loyalty-tour")?;
+    let port = free_port()?;
+    let key = format!("op_{}", random_hex());
+    let log = tmp.0.join("server.log");
+    let log_file = fs::File::create(&log).context("creating the server log")?;
+
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(&root)
+        .arg("serve")
+        .arg("--database")
+        .arg(format!("sqlite://{}", tmp.0.join("tour.db").display()))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("LOYALTY_OPERATOR_KEY", &key)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().context("duplicating the log handle")?)
+        .stderr(log_file);
+    eprintln!("xtask: $ {}", describe(&cmd));
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {}", bin.display()))?;
+    let mut server = Server { child, log };
+    server.wait_healthy(port, Duration::from_secs(60))?;
+
+    let mut tour = Command::new("bash");
+    tour.current_dir(&root)
+        .arg(&script)
+        .env("BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("OPERATOR_KEY", &key);
+    let result = run_checked(&mut tour);
+    if result.is_err() {
+        server.print_log_tail();
+    }
+    server.stop();
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// cargo xtask bench ledger
+
+fn bench_ledger(args: &[OsString]) -> Result<()> {
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "loyalty-host",
+        "-p",
+        "loyalty-bench",
+    ]))?;
+    let release = target_dir().join("release");
+    let bench = release.join(exe("loyalty-bench"));
+    let mut cmd = Command::new(&bench);
+    cmd.current_dir(workspace_root())
+        .arg("ledger")
+        .arg("--loyalty-bin")
+        .arg(release.join(exe("loyalty")))
+        .args(args);
+    run_checked(&mut cmd)
+}
