@@ -106,11 +106,13 @@ pub struct Principal {
 impl Principal {
     /// `admin` may do everything; `pos` may also read; `read` only reads.
     pub fn allows(&self, needed: Scope) -> bool {
-        self.scopes.iter().any(|scope| match (scope, needed) {
-            (Scope::Admin, _) => true,
-            (Scope::Pos, Scope::Pos | Scope::Read) => true,
-            (Scope::Read, Scope::Read) => true,
-            _ => false,
+        self.scopes.iter().any(|scope| {
+            matches!(
+                (scope, needed),
+                (Scope::Admin, _)
+                    | (Scope::Pos, Scope::Pos | Scope::Read)
+                    | (Scope::Read, Scope::Read)
+            )
         })
     }
 }

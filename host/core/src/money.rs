@@ -118,7 +118,7 @@ pub fn split_largest_remainder(total: i64, weights: &[i64]) -> Vec<i64> {
     let assigned: i64 = parts.iter().sum();
     let mut left_over = total - assigned;
     // Largest remainder first; equal remainders keep their order (stable sort).
-    remainders.sort_by(|a, b| b.0.cmp(&a.0));
+    remainders.sort_by_key(|(remainder, _)| std::cmp::Reverse(*remainder));
     for (remainder, index) in remainders {
         if left_over == 0 {
             break;

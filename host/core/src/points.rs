@@ -234,15 +234,10 @@ pub async fn settle_due_lots(
             )
             .await?;
             activated += lot.remaining;
-            let balance = balances.get(&points_account).copied().unwrap_or_else(|| {
-                // a zero-point lot posts nothing; the balance did not move
-                0
-            });
-            let share = if lot.remaining == 0 {
-                0
-            } else {
-                lot_share_of_credit(lot.remaining, balance)
-            };
+            // A pending lot always holds points (an emptied one is closed), so the activation
+            // posted to the points account and its new balance is known.
+            let balance = balances.get(&points_account).copied().unwrap_or(0);
+            let share = lot_share_of_credit(lot.remaining, balance);
             lot.remaining = share;
             lot.state = if share == 0 {
                 "closed".into()
