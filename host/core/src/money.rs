@@ -53,13 +53,13 @@ pub fn default_region_for_currency(code: &str) -> &'static str {
 /// More decimals than the currency has, a non-number, or an absurd size is an error naming
 /// `field`.
 pub fn parse_money(field: &str, text: &str, exponent: u32) -> Result<i64, FieldError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed != text {
+    if !is_plain_decimal(text) {
         return Err(FieldError::new(
             field,
             "must be a decimal string such as \"12.50\"",
         ));
     }
+    let trimmed = text;
     let value = Decimal::from_str(trimmed)
         .map_err(|_| FieldError::new(field, "must be a decimal string such as \"12.50\""))?;
     if value.scale() > exponent {
@@ -75,6 +75,17 @@ pub fn parse_money(field: &str, text: &str, exponent: u32) -> Result<i64, FieldE
     minor
         .to_i64()
         .ok_or_else(|| FieldError::new(field, "is too large"))
+}
+
+/// `-?digits(.digits)?`: no exponent, no sign `+`, no spaces, no bare point.
+fn is_plain_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    digits(whole) && fraction.is_none_or(digits)
 }
 
 /// Parses a money field that must be strictly positive.
@@ -160,6 +171,10 @@ mod tests {
         assert!(parse_money("amount", "abc", 2).is_err());
         assert!(parse_money("amount", " 1", 2).is_err());
         assert!(parse_money("amount", "1e3", 2).is_err());
+        assert!(parse_money("amount", "+1", 2).is_err());
+        assert!(parse_money("amount", ".5", 2).is_err());
+        assert!(parse_money("amount", "5.", 2).is_err());
+        assert_eq!(parse_money("amount", "-0.50", 2), Ok(-50));
         assert!(parse_money("amount", "99999999999999", 2).is_err());
         assert_eq!(format_money(1250, 2), "12.50");
         assert_eq!(format_money(-5, 2), "-0.05");
