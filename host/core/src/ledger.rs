@@ -450,19 +450,22 @@ pub async fn member_ledger(
     .bind(limit)
     .fetch_all(&mut *connection)
     .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        let postings = sqlx::query(
-            "SELECT account_id, asset, amount FROM postings \
-             WHERE merchant_id = $1 AND transaction_id = $2 ORDER BY seq",
-        )
-        .bind(merchant_id)
-        .bind(&id)
-        .fetch_all(&mut *connection)
-        .await?;
-        let mut views = Vec::with_capacity(postings.len());
-        for posting in postings {
+    // All postings of the page in one query, grouped by transaction.
+    let mut postings_by_transaction: BTreeMap<String, Vec<PostingView>> = BTreeMap::new();
+    if !rows.is_empty() {
+        let placeholders: Vec<String> = (0..rows.len())
+            .map(|index| format!("${}", index + 2))
+            .collect();
+        let sql = format!(
+            "SELECT transaction_id, account_id, asset, amount FROM postings \
+             WHERE merchant_id = $1 AND transaction_id IN ({}) ORDER BY transaction_id, seq",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id);
+        for row in &rows {
+            query = query.bind(row.try_get::<String, _>("id")?);
+        }
+        for posting in query.fetch_all(&mut *connection).await? {
             let asset: String = posting.try_get("asset")?;
             let amount: i64 = posting.try_get("amount")?;
             let amount = if asset == currency {
@@ -470,20 +473,27 @@ pub async fn member_ledger(
             } else {
                 serde_json::Value::from(amount)
             };
-            views.push(PostingView {
-                account: posting.try_get("account_id")?,
-                asset,
-                amount,
-            });
+            postings_by_transaction
+                .entry(posting.try_get("transaction_id")?)
+                .or_default()
+                .push(PostingView {
+                    account: posting.try_get("account_id")?,
+                    asset,
+                    amount,
+                });
         }
+    }
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
         let provenance: Option<String> = row.try_get("provenance")?;
         entries.push(LedgerEntry {
+            postings: postings_by_transaction.remove(&id).unwrap_or_default(),
             id,
             kind: row.try_get("kind")?,
             reference: row.try_get("reference")?,
             reason: row.try_get("reason")?,
             provenance: provenance.and_then(|text| serde_json::from_str(&text).ok()),
-            postings: views,
             created_at: from_unix_micros(row.try_get("created_at")?),
         });
     }
