@@ -38,6 +38,7 @@ pub enum ApiError {
     Conflict(String),
     IdempotencyMismatch,
     PayloadTooLarge,
+    MethodNotAllowed,
     Unavailable(String),
     Internal(String),
 }
@@ -126,6 +127,9 @@ impl ApiError {
                 Vec::new(),
             ),
             ApiError::PayloadTooLarge => ("the body exceeds 1 MiB".into(), Vec::new()),
+            ApiError::MethodNotAllowed => {
+                ("this endpoint does not take that method".into(), Vec::new())
+            }
             ApiError::Internal(_) => (
                 "an internal error occurred; it has been logged".into(),
                 Vec::new(),

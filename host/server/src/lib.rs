@@ -59,7 +59,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::BadRequest("method not allowed on this endpoint".into())
+    ApiError::MethodNotAllowed
 }
 
 pub fn router(state: AppState) -> Router {
