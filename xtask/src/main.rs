@@ -373,16 +373,26 @@ fn test() -> Result<()> {
 
     let mut nextest = cargo();
     nextest.args(["nextest", "--version"]);
+    // Run everything even after a failure, so one run shows all that is broken.
     let suite = if succeeds(nextest) {
-        run_checked(cargo().args(["nextest", "run", "--workspace", "--no-tests=warn"]))
-            .and_then(|()| run_checked(cargo().args(["test", "--workspace", "--doc"])))
+        run_checked(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--no-tests=warn",
+        ]))
     } else {
-        run_checked(cargo().args(["test", "--workspace", "--all-targets"]))
-            .and_then(|()| run_checked(cargo().args(["test", "--workspace", "--doc"])))
+        run_checked(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))
     };
     if let Err(err) = suite {
         eprintln!("xtask: test suite FAILED: {err:#}");
         failures.push("test suite");
+    }
+    if let Err(err) = run_checked(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"]))
+    {
+        eprintln!("xtask: doc tests FAILED: {err:#}");
+        failures.push("doc tests");
     }
 
     if let Err(err) = api_tour() {
