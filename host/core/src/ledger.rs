@@ -196,10 +196,16 @@ pub async fn record(
     for posting in postings.iter().filter(|posting| posting.member_account) {
         *deltas.entry(posting.account_id.as_str()).or_default() += posting.amount;
     }
-    deltas.retain(|_, delta| *delta != 0);
+    // Accounts whose postings net to zero stay in: callers read every posted account's
+    // balance after the write (a purchase that pays and earns the same points).
     let balances = update_member_balances(connection, merchant_id, &deltas).await?;
     for (account_id, balance) in &balances {
-        if *balance < 0 && !transaction.negative_allowed.contains(account_id) {
+        // Only a debit can take an account below zero; a credit to an account already in
+        // debt (points given back to a member who owes points) just reduces the debt.
+        let debited = deltas
+            .get(account_id.as_str())
+            .is_some_and(|delta| *delta < 0);
+        if *balance < 0 && debited && !transaction.negative_allowed.contains(account_id) {
             return Err(CoreError::Internal(format!(
                 "{} would leave {account_id} at {balance}",
                 transaction.kind

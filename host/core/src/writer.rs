@@ -253,6 +253,22 @@ async fn run_in_savepoint(
                 Err(error) => Err(error.into()),
             }
         }
+        (Err(error), Some(claim)) => {
+            // A concurrent duplicate that runs after its twin was applied may fail on the state
+            // the twin left (a refund of the rest finds nothing left): answer as the twin did.
+            sqlx::query("ROLLBACK TO SAVEPOINT command")
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query("RELEASE SAVEPOINT command")
+                .execute(&mut *connection)
+                .await?;
+            if !error.is_transient() {
+                if let Some(stored) = lookup(&mut *connection, merchant_id, &claim.key).await? {
+                    return Ok(stored.answer(&claim.digest));
+                }
+            }
+            return Ok(Err(error));
+        }
         (result, _) => result,
     };
     if result.is_ok() {
