@@ -434,6 +434,7 @@ impl Member {
             .max()
     }
 
+    /// The points expiring within a day of the earliest expiry, as the host reports them.
     fn expiring_next(&self) -> Option<i64> {
         let at = self
             .lots
@@ -445,7 +446,9 @@ impl Member {
             self.lots
                 .iter()
                 .filter(|lot| {
-                    lot.state == LotState::Active && lot.remaining > 0 && lot.expires == Some(at)
+                    lot.state == LotState::Active
+                        && lot.remaining > 0
+                        && lot.expires.is_some_and(|expires| expires < at + DAY)
                 })
                 .map(|lot| lot.remaining)
                 .sum(),

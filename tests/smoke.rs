@@ -6,14 +6,22 @@ async fn purchase_and_refund(backend: Backend) {
     let server = TestServer::start(backend).await;
     let merchant = server.merchant("Cafe", "CNY").await;
     let store = server
-        .post("/v1/stores", &merchant.key, &json!({"code": "S1", "name": "One"}))
+        .post(
+            "/v1/stores",
+            &merchant.key,
+            &json!({"code": "S1", "name": "One"}),
+        )
         .await
         .ok(201)["id"]
         .as_str()
         .expect("id")
         .to_string();
     let member = server
-        .post("/v1/members", &merchant.key, &json!({"phone": "13800138000"}))
+        .post(
+            "/v1/members",
+            &merchant.key,
+            &json!({"phone": "13800138000"}),
+        )
         .await
         .id();
     let purchase = server

@@ -76,12 +76,17 @@ pub async fn fresh_database(backend: Backend) -> String {
         Backend::Sqlite => {
             let directory = std::env::temp_dir().join("loyalty-tests");
             std::fs::create_dir_all(&directory).expect("temp dir is writable");
-            format!("sqlite://{}", directory.join(format!("{}.db", unique_name())).display())
+            format!(
+                "sqlite://{}",
+                directory.join(format!("{}.db", unique_name())).display()
+            )
         }
         Backend::Postgres => {
             let admin_url = postgres_url().expect("PostgreSQL tests need TEST_DATABASE_URL");
             let name = unique_name();
-            let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
+            let admin = Database::connect(&admin_url)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&admin.pool)
                 .await
@@ -123,7 +128,9 @@ fn drop_database(url: &str) {
         .and_then(|base| base.rsplit('/').next())
         .unwrap_or_default()
         .to_string();
-    let Some(admin_url) = postgres_url() else { return };
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
     // Drop runs outside any runtime we may block: use a thread with its own.
     let _ = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -166,7 +173,9 @@ impl TestServer {
         database.migrate().await.expect("migrate");
         let clock = Clock::default();
         let state = AppState::new(database, OPERATOR_KEY, clock.clone(), 0);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let address = listener.local_addr().expect("bound address");
         let app = router(state.clone());
         let server = tokio::spawn(async move {
@@ -196,7 +205,9 @@ impl TestServer {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> Response {
-        let mut request = self.client.request(method, format!("{}{}", self.base_url, path));
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base_url, path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -211,21 +222,36 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Response {
-        self.call(reqwest::Method::GET, path, Some(key), None, None).await
-    }
-
-    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
-        self.call(reqwest::Method::POST, path, Some(key), None, Some(body)).await
-    }
-
-    /// A value-moving POST with an Idempotency-Key.
-    pub async fn post_idem(&self, path: &str, key: &str, idempotency_key: &str, body: &Value) -> Response {
-        self.call(reqwest::Method::POST, path, Some(key), Some(idempotency_key), Some(body))
+        self.call(reqwest::Method::GET, path, Some(key), None, None)
             .await
     }
 
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.call(reqwest::Method::POST, path, Some(key), None, Some(body))
+            .await
+    }
+
+    /// A value-moving POST with an Idempotency-Key.
+    pub async fn post_idem(
+        &self,
+        path: &str,
+        key: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> Response {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(key),
+            Some(idempotency_key),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn patch(&self, path: &str, key: &str, body: &Value) -> Response {
-        self.call(reqwest::Method::PATCH, path, Some(key), None, Some(body)).await
+        self.call(reqwest::Method::PATCH, path, Some(key), None, Some(body))
+            .await
     }
 
     /// A new merchant (currency CNY unless given) with its admin key.
@@ -242,7 +268,10 @@ impl TestServer {
         assert_eq!(response.status, 201, "create merchant: {}", response.text);
         Merchant {
             id: response.json["id"].as_str().expect("id").to_string(),
-            key: response.json["api_key"].as_str().expect("api_key").to_string(),
+            key: response.json["api_key"]
+                .as_str()
+                .expect("api_key")
+                .to_string(),
         }
     }
 
@@ -257,7 +286,10 @@ impl TestServer {
             .filter(|check| check.violation_count > 0)
             .map(|check| format!("{}: {:?}", check.name, check.violations))
             .collect();
-        assert!(failures.is_empty(), "ledger invariants violated: {failures:#?}");
+        assert!(
+            failures.is_empty(),
+            "ledger invariants violated: {failures:#?}"
+        );
     }
 
     /// Runs the points lifecycle job now (as the operator would).
@@ -318,17 +350,33 @@ impl Response {
 
     /// Asserts a problem+json error with this status; returns the body.
     pub fn problem(&self, status: u16) -> &Value {
-        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.text);
-        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.text
+        );
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "body: {}",
+            self.text
+        );
         for field in ["type", "title", "status", "detail"] {
-            assert!(!self.json[field].is_null(), "problem lacks {field}: {}", self.text);
+            assert!(
+                !self.json[field].is_null(),
+                "problem lacks {field}: {}",
+                self.text
+            );
         }
         assert_eq!(self.json["status"], status);
         &self.json
     }
 
     pub fn ok(&self, status: u16) -> &Value {
-        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.text);
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.text
+        );
         &self.json
     }
 

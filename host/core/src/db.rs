@@ -10,6 +10,12 @@ use crate::error::CoreError;
 
 /// Connections a pool opens at most. SQLite serialises writers anyway; readers share the rest.
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
+/// Page cache per SQLite connection, in KiB.
+pub const SQLITE_CACHE_KIB: u32 = 16 * 1024;
+/// How often the WAL is checkpointed into the database file. Checkpoints run here, off the
+/// writer's commit path, instead of inside whichever commit crosses the WAL size threshold.
+pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
 /// How long a SQLite statement waits for another connection's write lock before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
@@ -52,7 +58,9 @@ impl Database {
                                 format!(
                                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                      PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
-                                     PRAGMA foreign_keys = ON;"
+                                     PRAGMA foreign_keys = ON; \
+                                     PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
+                                     PRAGMA wal_autocheckpoint = 0;"
                                 )
                                 .as_str(),
                             )
@@ -71,6 +79,27 @@ impl Database {
             .run(&self.pool)
             .await
             .map_err(|error| CoreError::Internal(format!("migration failed: {error}")))
+    }
+
+    /// Checkpoints SQLite's WAL in the background (no-op on PostgreSQL). Runs until the pool closes.
+    pub fn spawn_checkpointer(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut ticker =
+                tokio::time::interval(Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_MS));
+            while !pool.is_closed() {
+                ticker.tick().await;
+                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            }
+        });
     }
 
     /// The statement that opens a write transaction. SQLite takes the write lock at once so a
@@ -134,4 +163,146 @@ pub fn from_unix_micros(micros: i64) -> time::OffsetDateTime {
 /// creation and a cursor over them is stable.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A value bound into a [`Script`].
+#[derive(Debug, Clone)]
+pub enum SqlValue {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Int(Some(value))
+    }
+}
+impl From<Option<i64>> for SqlValue {
+    fn from(value: Option<i64>) -> Self {
+        SqlValue::Int(value)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(Some(value.to_string()))
+    }
+}
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(Some(value))
+    }
+}
+impl From<&String> for SqlValue {
+    fn from(value: &String) -> Self {
+        SqlValue::Text(Some(value.clone()))
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(value: Option<String>) -> Self {
+        SqlValue::Text(value)
+    }
+}
+impl From<&Option<String>> for SqlValue {
+    fn from(value: &Option<String>) -> Self {
+        SqlValue::Text(value.clone())
+    }
+}
+
+/// Most statements one script carries before it must be flushed.
+pub const SCRIPT_STATEMENTS_MAX: usize = 256;
+
+/// Writes whose results nobody reads, collected and sent in one round trip: on SQLite as
+/// several statements in one string, on PostgreSQL as one statement of data-modifying CTEs.
+/// Each statement is written with its own `$1…$n`; the script renumbers them.
+#[derive(Debug, Default)]
+pub struct Script {
+    statements: Vec<String>,
+    values: Vec<SqlValue>,
+}
+
+impl Script {
+    pub fn push(&mut self, sql: &str, values: Vec<SqlValue>) {
+        assert!(
+            self.statements.len() < SCRIPT_STATEMENTS_MAX,
+            "script too long"
+        );
+        let offset = self.values.len();
+        self.statements.push(renumber(sql, offset));
+        self.values.extend(values);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// Runs the collected statements and empties the script.
+    pub async fn flush(
+        &mut self,
+        connection: &mut sqlx::AnyConnection,
+        backend: Backend,
+    ) -> Result<(), CoreError> {
+        if self.statements.is_empty() {
+            return Ok(());
+        }
+        let statements = std::mem::take(&mut self.statements);
+        let values = std::mem::take(&mut self.values);
+        let sql = match backend {
+            Backend::Sqlite => statements.join(";\n"),
+            Backend::Postgres => {
+                let (last, rest) = statements.split_last().expect("not empty");
+                let mut sql = String::new();
+                for (index, statement) in rest.iter().enumerate() {
+                    sql.push_str(if index == 0 { "WITH " } else { ", " });
+                    sql.push_str(&format!("s{index} AS ({statement})"));
+                }
+                sql.push(' ');
+                sql.push_str(last);
+                sql
+            }
+        };
+        let mut query = sqlx::query(&sql);
+        for value in values {
+            query = match value {
+                SqlValue::Int(value) => query.bind(value),
+                SqlValue::Text(value) => query.bind(value),
+            };
+        }
+        query.execute(&mut *connection).await?;
+        Ok(())
+    }
+}
+
+/// `$k` → `$(k + offset)`. Our SQL has no `$` inside literals.
+fn renumber(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut number = String::new();
+            while let Some(digit) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                number.push(*digit);
+                chars.next();
+            }
+            let index: usize = number.parse().expect("digits");
+            out.push_str(&format!("${}", index + offset));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renumbers_parameters() {
+        assert_eq!(
+            super::renumber("VALUES ($1, $2, $10)", 3),
+            "VALUES ($4, $5, $13)"
+        );
+        assert_eq!(super::renumber("x = $1", 0), "x = $1");
+    }
 }

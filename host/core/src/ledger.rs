@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id};
+use crate::db::{from_unix_micros, new_id, Script, SqlValue};
 use crate::error::CoreError;
 use crate::money::format_money;
 
@@ -124,6 +124,7 @@ pub struct NewTransaction {
 /// Returns the transaction id and the new balances of the member accounts.
 pub async fn record(
     connection: &mut AnyConnection,
+    script: &mut Script,
     merchant_id: &str,
     now: i64,
     transaction: NewTransaction,
@@ -147,51 +148,6 @@ pub async fn record(
             transaction.kind
         )));
     }
-    let transaction_id = new_id("txn");
-    sqlx::query(
-        "INSERT INTO transactions (merchant_id, id, kind, member_id, idempotency_key, reference, \
-         reason, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(merchant_id)
-    .bind(&transaction_id)
-    .bind(transaction.kind)
-    .bind(&transaction.member_id)
-    .bind(&transaction.idempotency_key)
-    .bind(&transaction.reference)
-    .bind(&transaction.reason)
-    .bind(&transaction.provenance)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    if postings.is_empty() {
-        return Ok((transaction_id, BTreeMap::new()));
-    }
-    let mut sql = String::from(
-        "INSERT INTO postings (merchant_id, transaction_id, seq, account_id, asset, amount) VALUES ",
-    );
-    for index in 0..postings.len() {
-        let base = 3 + index * 4;
-        if index > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "($1, $2, ${}, ${}, ${}, ${})",
-            base,
-            base + 1,
-            base + 2,
-            base + 3
-        ));
-    }
-    let mut query = sqlx::query(&sql).bind(merchant_id).bind(&transaction_id);
-    for (seq, posting) in postings.iter().enumerate() {
-        query = query
-            .bind(i64::try_from(seq).expect("few postings"))
-            .bind(&posting.account_id)
-            .bind(&posting.asset)
-            .bind(posting.amount);
-    }
-    query.execute(&mut *connection).await?;
-
     let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
     for posting in postings.iter().filter(|posting| posting.member_account) {
         *deltas.entry(posting.account_id.as_str()).or_default() += posting.amount;
@@ -211,6 +167,47 @@ pub async fn record(
                 transaction.kind
             )));
         }
+    }
+    // The rows nobody reads back go with the command's other inserts in one round trip.
+    let transaction_id = new_id("txn");
+    script.push(
+        "INSERT INTO transactions (merchant_id, id, kind, member_id, idempotency_key, reference, \
+         reason, provenance, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            merchant_id.into(),
+            (&transaction_id).into(),
+            transaction.kind.into(),
+            (&transaction.member_id).into(),
+            (&transaction.idempotency_key).into(),
+            (&transaction.reference).into(),
+            (&transaction.reason).into(),
+            (&transaction.provenance).into(),
+            now.into(),
+        ],
+    );
+    if !postings.is_empty() {
+        let mut sql = String::from(
+            "INSERT INTO postings (merchant_id, transaction_id, seq, account_id, asset, amount) VALUES ",
+        );
+        let mut values: Vec<SqlValue> = vec![merchant_id.into(), (&transaction_id).into()];
+        for (seq, posting) in postings.iter().enumerate() {
+            let base = 3 + seq * 4;
+            if seq > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "($1, $2, ${}, ${}, ${}, ${})",
+                base,
+                base + 1,
+                base + 2,
+                base + 3
+            ));
+            values.push(i64::try_from(seq).expect("few postings").into());
+            values.push((&posting.account_id).into());
+            values.push((&posting.asset).into());
+            values.push(posting.amount.into());
+        }
+        script.push(&sql, values);
     }
     Ok((transaction_id, balances))
 }
@@ -277,6 +274,34 @@ pub async fn lock_member(
     Ok(())
 }
 
+/// Locks the member like [`lock_member`] and counts a purchase into their statistics in
+/// the same statement.
+pub async fn lock_member_for_purchase(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    total: i64,
+    occurred_at: i64,
+) -> Result<(), CoreError> {
+    let locked = sqlx::query(
+        "UPDATE members SET version = version + 1, lifetime_spend = lifetime_spend + $3, \
+         orders_count = orders_count + 1, last_purchase_at = CASE \
+         WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 ELSE last_purchase_at END \
+         WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(total)
+    .bind(occurred_at)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if locked == 0 {
+        return Err(CoreError::NotFound("member"));
+    }
+    Ok(())
+}
+
 /// The cached balances of all the member's accounts, by account id.
 pub async fn member_account_balances(
     connection: &mut AnyConnection,
@@ -309,7 +334,7 @@ pub struct PointsBalance {
     pub available: i64,
     /// Earned, still inside the return window.
     pub pending: i64,
-    /// The next expiry: how many points expire, and when.
+    /// The next expiry: the earliest time points expire, and how many expire within a day of it.
     pub expiring_next: Option<Expiring>,
 }
 
@@ -339,62 +364,91 @@ pub struct CountCardBalance {
     pub expires_at: time::OffsetDateTime,
 }
 
-/// A member's balances as the API shows them. Count cards are listed while they have uses
-/// left and have not expired.
+/// Active lots read for the next-expiry figure, at most.
+pub const EXPIRING_LOTS_READ_MAX: i64 = 500;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// A member's balances as the API shows them, in one query. Count cards are listed while
+/// they have uses left and have not expired. `queued_lots` are lots (remaining, expires_at)
+/// the command has queued in its script but not yet written. The next expiry is the
+/// earliest, with the points that expire within a day of it.
 pub async fn balances(
     connection: &mut AnyConnection,
     merchant_id: &str,
     member_id: &str,
     exponent: u32,
     now: i64,
+    queued_lots: &[(i64, Option<i64>)],
 ) -> Result<Balances, CoreError> {
-    let accounts = member_account_balances(connection, merchant_id, member_id).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT 'account' AS row_kind, id, balance AS amount, CAST(NULL AS BIGINT) AS at, \
+                CAST(NULL AS TEXT) AS package_id, CAST(NULL AS TEXT) AS name \
+         FROM accounts WHERE merchant_id = $1 AND member_id = $2 AND kind <> 'count_card' \
+         UNION ALL \
+         SELECT 'lot', id, remaining, expires_at, NULL, NULL FROM ( \
+             SELECT id, remaining, expires_at FROM point_lots \
+             WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
+             AND expires_at IS NOT NULL ORDER BY expires_at LIMIT {EXPIRING_LOTS_READ_MAX}) AS lots \
+         UNION ALL \
+         SELECT 'card', c.id, a.balance, c.expires_at, c.package_id, c.name FROM count_cards c \
+         JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
+         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3"
+    ))
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(now)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut accounts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut expiries: Vec<(i64, i64)> = queued_lots
+        .iter()
+        .filter(|(remaining, _)| *remaining > 0)
+        .filter_map(|(remaining, expires_at)| expires_at.map(|at| (at, *remaining)))
+        .collect();
+    let mut count_cards = Vec::new();
+    for row in rows {
+        let kind: String = row.try_get("row_kind")?;
+        let amount: i64 = row.try_get("amount")?;
+        match kind.as_str() {
+            "account" => {
+                accounts.insert(row.try_get("id")?, amount);
+            }
+            "lot" => expiries.push((row.try_get::<Option<i64>, _>("at")?.unwrap_or(0), amount)),
+            _ => count_cards.push(CountCardBalance {
+                id: row.try_get("id")?,
+                package_id: row
+                    .try_get::<Option<String>, _>("package_id")?
+                    .unwrap_or_default(),
+                name: row
+                    .try_get::<Option<String>, _>("name")?
+                    .unwrap_or_default(),
+                remaining: amount,
+                expires_at: from_unix_micros(row.try_get::<Option<i64>, _>("at")?.unwrap_or(0)),
+            }),
+        }
+    }
     if accounts.is_empty() {
         return Err(CoreError::NotFound("member"));
     }
+    count_cards.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+    let expiring_next = expiries
+        .iter()
+        .map(|(at, _)| *at)
+        .min()
+        .map(|first| Expiring {
+            points: expiries
+                .iter()
+                .filter(|(at, _)| *at < first + MICROS_PER_DAY)
+                .map(|(_, points)| points)
+                .sum(),
+            at: from_unix_micros(first),
+        });
     let balance_of = |kind: &str| {
         accounts
             .get(&member_account_id(member_id, kind))
             .copied()
             .unwrap_or(0)
     };
-    let expiring = sqlx::query(
-        "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) AS points FROM point_lots \
-         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
-         AND expires_at IS NOT NULL GROUP BY expires_at ORDER BY expires_at LIMIT 1",
-    )
-    .bind(merchant_id)
-    .bind(member_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    let expiring_next = match expiring {
-        Some(row) => Some(Expiring {
-            points: row.try_get("points")?,
-            at: from_unix_micros(row.try_get("expires_at")?),
-        }),
-        None => None,
-    };
-    let cards = sqlx::query(
-        "SELECT c.id, c.package_id, c.name, c.expires_at, a.balance FROM count_cards c \
-         JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
-         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3 \
-         ORDER BY c.expires_at, c.id",
-    )
-    .bind(merchant_id)
-    .bind(member_id)
-    .bind(now)
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut count_cards = Vec::with_capacity(cards.len());
-    for row in cards {
-        count_cards.push(CountCardBalance {
-            id: row.try_get("id")?,
-            package_id: row.try_get("package_id")?,
-            name: row.try_get("name")?,
-            remaining: row.try_get("balance")?,
-            expires_at: from_unix_micros(row.try_get("expires_at")?),
-        });
-    }
     let principal = balance_of("stored_value_principal");
     let bonus = balance_of("stored_value_bonus");
     Ok(Balances {

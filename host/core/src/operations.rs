@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id};
+use crate::db::{from_unix_micros, new_id, Script, SqlValue};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
 use crate::ledger::{
-    self, balances, count_card_account_id, lock_member, member_account_balances, member_account_id,
-    record, Balances, NewTransaction, Posting, POINTS, USES,
+    self, balances, count_card_account_id, lock_member, lock_member_for_purchase,
+    member_account_balances, member_account_id, record, Balances, NewTransaction, Posting, POINTS,
+    USES,
 };
 use crate::merchants::Merchant;
 use crate::money::{format_money, parse_money, parse_positive_money, split_largest_remainder};
@@ -193,6 +194,8 @@ pub struct RefundReceipt {
     pub points_debt: i64,
     /// Points that should have been taken back but were already spent; not reversed.
     pub points_not_reversed: i64,
+    /// Points of the reversal that had already expired into breakage; not taken again.
+    pub points_expired: i64,
     pub transaction_id: String,
     pub balances: Balances,
 }
@@ -662,6 +665,32 @@ pub fn prepare_consumption(request: &ConsumptionRequest) -> Result<(), CoreError
 // Execution inside the writer's transaction
 
 impl Command {
+    /// Checks, before the command is queued, the references that stay valid once they are:
+    /// the store (stores are never deleted). Keeps these reads out of the writer's lane.
+    pub async fn check_references(
+        &self,
+        pool: &sqlx::AnyPool,
+        merchant_id: &str,
+    ) -> Result<(), CoreError> {
+        let store_id = match self {
+            Command::Purchase(command) => Some(&command.store_id),
+            Command::TopUp { store_id, .. }
+            | Command::SellCountCard { store_id, .. }
+            | Command::Consume { store_id, .. } => Some(store_id),
+            _ => None,
+        };
+        if let Some(store_id) = store_id {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT id FROM stores WHERE merchant_id = $1 AND id = $2")
+                    .bind(merchant_id)
+                    .bind(store_id)
+                    .fetch_optional(pool)
+                    .await?;
+            found.ok_or(CoreError::NotFound("store"))?;
+        }
+        Ok(())
+    }
+
     /// The member whose lock the command takes; the writer routes by it.
     pub fn route_key(&self) -> &str {
         match self {
@@ -676,9 +705,13 @@ impl Command {
         }
     }
 
+    /// Runs the command: reads and row-locking updates go to `connection` at once; inserts
+    /// nobody reads back are queued in `script`, which the caller flushes (with its own
+    /// Idempotency-Key row) in the same savepoint.
     pub async fn execute(
         &self,
         connection: &mut AnyConnection,
+        script: &mut Script,
         merchant: &Merchant,
         idempotency_key: Option<&str>,
         now: i64,
@@ -689,42 +722,59 @@ impl Command {
             now,
         };
         match self {
-            Command::Purchase(command) => purchase(connection, &context, command).await,
+            Command::Purchase(command) => purchase(connection, script, &context, command).await,
             Command::Refund {
-                purchase_id, scope, ..
-            } => refund(connection, &context, purchase_id, scope).await,
+                purchase_id,
+                member_id,
+                scope,
+            } => refund(connection, script, &context, purchase_id, member_id, scope).await,
             Command::Redeem {
                 member_id,
                 points,
                 reason,
-            } => redeem(connection, &context, member_id, *points, reason).await,
+            } => redeem(connection, script, &context, member_id, *points, reason).await,
             Command::Adjust {
                 member_id,
                 points,
                 reason,
-            } => adjust(connection, &context, member_id, *points, reason).await,
+            } => adjust(connection, script, &context, member_id, *points, reason).await,
             Command::TopUp {
                 member_id,
                 store_id,
                 amount,
                 method,
-            } => top_up(connection, &context, member_id, store_id, *amount, *method).await,
+            } => {
+                top_up(
+                    connection, script, &context, member_id, store_id, *amount, *method,
+                )
+                .await
+            }
             Command::SellCountCard {
                 member_id,
                 store_id,
                 package,
                 method,
-            } => sell_count_card(connection, &context, member_id, store_id, package, *method).await,
+            } => {
+                sell_count_card(
+                    connection, script, &context, member_id, store_id, package, *method,
+                )
+                .await
+            }
             Command::Consume {
                 member_id,
                 card_id,
                 store_id,
                 uses,
-            } => consume(connection, &context, member_id, card_id, store_id, *uses).await,
+            } => {
+                consume(
+                    connection, script, &context, member_id, card_id, store_id, *uses,
+                )
+                .await
+            }
             Command::Settle { member_id } => {
                 lock_member(connection, &merchant.id, member_id).await?;
                 let (activated, expired) =
-                    settle_due_lots(connection, &merchant.id, member_id, now).await?;
+                    settle_due_lots(connection, script, &merchant.id, member_id, now).await?;
                 Ok(Outcome {
                     status: 200,
                     body: serde_json::json!({"activated": activated, "expired": expired})
@@ -753,10 +803,12 @@ impl Context<'_> {
     fn money(&self, minor: i64) -> String {
         format_money(minor, self.merchant.currency_exponent)
     }
+    /// Balances after the command; `queued_lots` (remaining, expires_at) are its lots not yet written.
     async fn balances(
         &self,
         connection: &mut AnyConnection,
         member_id: &str,
+        queued_lots: &[(i64, Option<i64>)],
     ) -> Result<Balances, CoreError> {
         balances(
             connection,
@@ -764,6 +816,7 @@ impl Context<'_> {
             member_id,
             self.merchant.currency_exponent,
             self.now,
+            queued_lots,
         )
         .await
     }
@@ -772,26 +825,20 @@ impl Context<'_> {
 /// Locks the member and brings their lots up to date, so every check sees current balances.
 async fn begin_member_write(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
 ) -> Result<(), CoreError> {
     lock_member(connection, &context.merchant.id, member_id).await?;
-    settle_due_lots(connection, &context.merchant.id, member_id, context.now).await?;
+    settle_due_lots(
+        connection,
+        script,
+        &context.merchant.id,
+        member_id,
+        context.now,
+    )
+    .await?;
     Ok(())
-}
-
-async fn require_store(
-    connection: &mut AnyConnection,
-    merchant_id: &str,
-    store_id: &str,
-) -> Result<(), CoreError> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT id FROM stores WHERE merchant_id = $1 AND id = $2")
-            .bind(merchant_id)
-            .bind(store_id)
-            .fetch_optional(&mut *connection)
-            .await?;
-    found.map(|_| ()).ok_or(CoreError::NotFound("store"))
 }
 
 /// Draws `amount` of stored value from principal and bonus in proportion to their balances.
@@ -857,18 +904,29 @@ struct PaymentRecord {
     refunded_bonus: i64,
     refunded_points: i64,
     awards: Vec<AwardView>,
+    /// Expired points of the purchase's lot already excused from reversals.
+    #[serde(default)]
+    expired_forgiven: i64,
 }
 
 async fn purchase(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     command: &PurchaseCommand,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
     let settings = &merchant.settings;
     let member_id = &command.member_id;
-    begin_member_write(connection, context, member_id).await?;
-    require_store(connection, &merchant.id, &command.store_id).await?;
+    lock_member_for_purchase(
+        connection,
+        &merchant.id,
+        member_id,
+        command.total,
+        command.occurred_at,
+    )
+    .await?;
+    settle_due_lots(connection, script, &merchant.id, member_id, context.now).await?;
     let mut transaction = context.transaction("purchase", member_id);
     let purchase_id = new_id("pur");
     transaction.reference = Some(purchase_id.clone());
@@ -966,70 +1024,73 @@ async fn purchase(
     // a negative balance (only possible when the merchant allows debts).
     transaction.negative_allowed = vec![points_account.clone()];
     let (transaction_id, new_balances) =
-        record(connection, &merchant.id, context.now, transaction).await?;
+        record(connection, script, &merchant.id, context.now, transaction).await?;
     let mut lot_id = None;
+    let mut queued_lots = Vec::new();
     if points_awarded > 0 {
         let balance_after = new_balances.get(&earn_account).copied().unwrap_or(0);
-        let remaining = if pending {
+        let mut remaining = if pending {
             points_awarded
         } else {
             lot_share_of_credit(points_awarded, balance_after)
         };
-        lot_id = Some(
-            insert_lot(
-                connection,
-                &merchant.id,
-                member_id,
-                &transaction_id,
-                pending,
-                points_awarded,
-                remaining,
-                activates_at,
-                expiry_after(activates_at, settings.points_expiry_days),
-                context.now,
-            )
-            .await?,
+        let expires_at = expiry_after(activates_at, settings.points_expiry_days);
+        // A back-dated purchase whose points have already expired: they go to breakage at
+        // once instead of showing as available until the next lifecycle run.
+        let expired_on_arrival =
+            !pending && remaining > 0 && expires_at.is_some_and(|at| at <= context.now);
+        let expired = if expired_on_arrival { remaining } else { 0 };
+        remaining -= expired;
+        if !pending {
+            queued_lots.push((remaining, expires_at));
+        }
+        let id = insert_lot(
+            script,
+            &merchant.id,
+            member_id,
+            &transaction_id,
+            pending,
+            points_awarded,
+            remaining,
+            activates_at,
+            expires_at,
+            context.now,
         );
+        if expired > 0 {
+            let mut expiry = context.transaction("points.expiry", member_id);
+            expiry.idempotency_key = None;
+            expiry.reference = Some(id.clone());
+            expiry.reason = Some("points expired before the purchase was recorded".into());
+            expiry.postings = vec![
+                Posting::member(points_account.clone(), POINTS, -expired),
+                Posting::merchant("points_breakage", POINTS, expired),
+            ];
+            record(connection, script, &merchant.id, context.now, expiry).await?;
+        }
+        lot_id = Some(id);
     }
-    sqlx::query(
+    script.push(
         "INSERT INTO purchases (merchant_id, id, member_id, store_id, external_id, occurred_at, \
          total, refunded, points_awarded, points_reversed, lot_id, transaction_id, payments, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 0, $9, $10, $11, $12)",
-    )
-    .bind(&merchant.id)
-    .bind(&purchase_id)
-    .bind(member_id)
-    .bind(&command.store_id)
-    .bind(&command.external_id)
-    .bind(command.occurred_at)
-    .bind(command.total)
-    .bind(points_awarded)
-    .bind(&lot_id)
-    .bind(&transaction_id)
-    .bind(serde_json::to_string(&record_payments).expect("payments serialize"))
-    .bind(context.now)
-    .execute(&mut *connection)
-    .await
-    .map_err(|error| {
-        crate::stores::conflict_on(
-            error.into(),
-            "purchases_external_id",
-            "external_id",
-            "a purchase with this external_id already exists",
-        )
-    })?;
-    insert_lines(connection, &merchant.id, &purchase_id, &command.lines).await?;
-    sqlx::query(
-        "UPDATE members SET lifetime_spend = lifetime_spend + $3, orders_count = orders_count + 1, \
-         last_purchase_at = CASE WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 \
-         ELSE last_purchase_at END WHERE merchant_id = $1 AND id = $2",
-    )
-    .bind(&merchant.id)
-    .bind(member_id)
-    .bind(command.total)
-    .bind(command.occurred_at)
-    .execute(&mut *connection)
-    .await?;
+        vec![
+            (&merchant.id).into(),
+            (&purchase_id).into(),
+            member_id.into(),
+            (&command.store_id).into(),
+            (&command.external_id).into(),
+            command.occurred_at.into(),
+            command.total.into(),
+            points_awarded.into(),
+            lot_id.into(),
+            (&transaction_id).into(),
+            serde_json::to_string(&record_payments)
+                .expect("payments serialize")
+                .into(),
+            context.now.into(),
+        ],
+    );
+    queue_lines(script, &merchant.id, &purchase_id, &command.lines);
     let receipt = PurchaseReceipt {
         id: purchase_id,
         member_id: member_id.clone(),
@@ -1044,7 +1105,9 @@ async fn purchase(
         points_redeemed: record_payments.points_paid,
         stored_value_paid,
         transaction_id,
-        balances: context.balances(connection, member_id).await?,
+        balances: context
+            .balances(connection, member_id, &queued_lots)
+            .await?,
     };
     Ok(created(&receipt))
 }
@@ -1052,18 +1115,14 @@ async fn purchase(
 /// Lines go in with multi-row INSERTs of at most this many rows.
 const LINES_PER_INSERT_MAX: usize = 50;
 
-async fn insert_lines(
-    connection: &mut AnyConnection,
-    merchant_id: &str,
-    purchase_id: &str,
-    lines: &[PurchaseLine],
-) -> Result<(), CoreError> {
+fn queue_lines(script: &mut Script, merchant_id: &str, purchase_id: &str, lines: &[PurchaseLine]) {
     for (chunk_index, chunk) in lines.chunks(LINES_PER_INSERT_MAX).enumerate() {
         let mut sql = String::from(
             "INSERT INTO purchase_items (merchant_id, purchase_id, line, sku, name, category, \
              quantity, unit_price, total, refunded_quantity) VALUES ",
         );
-        for index in 0..chunk.len() {
+        let mut values: Vec<SqlValue> = vec![merchant_id.into(), purchase_id.into()];
+        for (index, line) in chunk.iter().enumerate() {
             let base = 3 + index * 7;
             if index > 0 {
                 sql.push_str(", ");
@@ -1078,48 +1137,54 @@ async fn insert_lines(
                 base + 5,
                 base + 6
             ));
-        }
-        let mut query = sqlx::query(&sql).bind(merchant_id).bind(purchase_id);
-        for (index, line) in chunk.iter().enumerate() {
             let number = chunk_index * LINES_PER_INSERT_MAX + index;
-            query = query
-                .bind(i64::try_from(number).expect("few lines"))
-                .bind(&line.sku)
-                .bind(&line.name)
-                .bind(&line.category)
-                .bind(line.quantity)
-                .bind(line.unit_price)
-                .bind(line.total);
+            values.push(i64::try_from(number).expect("few lines").into());
+            values.push((&line.sku).into());
+            values.push((&line.name).into());
+            values.push((&line.category).into());
+            values.push(line.quantity.into());
+            values.push(line.unit_price.into());
+            values.push(line.total.into());
         }
-        query.execute(&mut *connection).await?;
+        script.push(&sql, values);
     }
-    Ok(())
+}
+
+/// Maps the unique violations a command's queued inserts can hit to 409s.
+pub fn map_script_error(error: CoreError) -> CoreError {
+    crate::stores::conflict_on(
+        error,
+        "purchases_external_id",
+        "external_id",
+        "a purchase with this external_id already exists",
+    )
 }
 
 async fn refund(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     purchase_id: &str,
+    routed_member_id: &str,
     scope: &RefundScope,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
-    let member_id: String =
-        sqlx::query_scalar("SELECT member_id FROM purchases WHERE merchant_id = $1 AND id = $2")
-            .bind(&merchant.id)
-            .bind(purchase_id)
-            .fetch_optional(&mut *connection)
-            .await?
-            .ok_or(CoreError::NotFound("purchase"))?;
-    begin_member_write(connection, context, &member_id).await?;
-    // Read again under the member's lock: every change to a purchase holds that lock.
+    // The route is the purchase's member as read before the command was queued; a purchase
+    // never changes member, so locking it and then reading the purchase is consistent.
+    begin_member_write(connection, script, context, routed_member_id).await?;
     let row = sqlx::query(
-        "SELECT total, refunded, points_awarded, points_reversed, lot_id, payments FROM purchases \
-         WHERE merchant_id = $1 AND id = $2",
+        "SELECT member_id, total, refunded, points_awarded, points_reversed, lot_id, payments \
+         FROM purchases WHERE merchant_id = $1 AND id = $2",
     )
     .bind(&merchant.id)
     .bind(purchase_id)
-    .fetch_one(&mut *connection)
-    .await?;
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or(CoreError::NotFound("purchase"))?;
+    let member_id: String = row.try_get("member_id")?;
+    if member_id != routed_member_id {
+        return Err(CoreError::NotFound("purchase"));
+    }
     let total: i64 = row.try_get("total")?;
     let refunded: i64 = row.try_get("refunded")?;
     let points_awarded: i64 = row.try_get("points_awarded")?;
@@ -1287,7 +1352,29 @@ async fn refund(
             }
         }
     }
-    let rest = reversal - taken_from_lot - taken_pending;
+    let mut rest = reversal - taken_from_lot - taken_pending;
+    // Points of the purchase's lot that already expired went to breakage: the merchant kept
+    // them, so they are not taken again from the member's other points.
+    let mut points_expired = 0;
+    if rest > 0 {
+        if let Some(lot_id) = &lot_id {
+            let expired_of_lot: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM postings p \
+                 JOIN transactions t ON t.merchant_id = p.merchant_id AND t.id = p.transaction_id \
+                 WHERE t.merchant_id = $1 AND t.member_id = $2 AND t.kind = 'points.expiry' \
+                 AND t.reference = $3 AND p.account_id = $4",
+            )
+            .bind(&merchant.id)
+            .bind(&member_id)
+            .bind(lot_id)
+            .bind(crate::ledger::merchant_account_id("points_breakage"))
+            .fetch_one(&mut *connection)
+            .await?;
+            points_expired = rest.min(expired_of_lot - payments.expired_forgiven).max(0);
+            payments.expired_forgiven += points_expired;
+            rest -= points_expired;
+        }
+    }
     let taken_elsewhere = take_from_active_lots(connection, &merchant.id, &member_id, rest).await?;
     let shortfall = rest - taken_elsewhere;
     let (points_debt, points_not_reversed) = if merchant.settings.allow_negative_points {
@@ -1319,7 +1406,8 @@ async fn refund(
         transaction.negative_allowed = vec![points_account.clone()];
     }
     let (transaction_id, new_balances) =
-        record(connection, &merchant.id, context.now, transaction).await?;
+        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let mut queued_lots = Vec::new();
     if let Some(points) = returned_points_lot {
         // Points paid come back as a lot with the latest expiry of the lots they came from.
         let balance_after = new_balances.get(&points_account).copied().unwrap_or(0);
@@ -1329,7 +1417,7 @@ async fn refund(
             .filter(|at| *at > context.now)
             .or_else(|| expiry_after(context.now, merchant.settings.points_expiry_days));
         insert_lot(
-            connection,
+            script,
             &merchant.id,
             &member_id,
             &transaction_id,
@@ -1339,33 +1427,57 @@ async fn refund(
             context.now,
             expires_at,
             context.now,
-        )
-        .await?;
+        );
+        queued_lots.push((remaining, expires_at));
     }
     let points_reversed = taken_pending + reversed_available;
-    sqlx::query(
+    script.push(
         "UPDATE purchases SET refunded = refunded + $3, points_reversed = points_reversed + $4, \
          payments = $5 WHERE merchant_id = $1 AND id = $2",
-    )
-    .bind(&merchant.id)
-    .bind(purchase_id)
-    .bind(amount)
-    .bind(reversal)
-    .bind(serde_json::to_string(&payments).expect("payments serialize"))
-    .execute(&mut *connection)
-    .await?;
+        vec![
+            (&merchant.id).into(),
+            purchase_id.into(),
+            amount.into(),
+            reversal.into(),
+            serde_json::to_string(&payments)
+                .expect("payments serialize")
+                .into(),
+        ],
+    );
     for (line, quantity) in &item_updates {
-        sqlx::query(
+        script.push(
             "UPDATE purchase_items SET refunded_quantity = refunded_quantity + $4 \
              WHERE merchant_id = $1 AND purchase_id = $2 AND line = $3",
-        )
-        .bind(&merchant.id)
-        .bind(purchase_id)
-        .bind(*line)
-        .bind(*quantity)
-        .execute(&mut *connection)
-        .await?;
+            vec![
+                (&merchant.id).into(),
+                purchase_id.into(),
+                (*line).into(),
+                (*quantity).into(),
+            ],
+        );
     }
+    script.push(
+        "INSERT INTO refunds (merchant_id, id, purchase_id, amount, points_reversed, points_shortfall, \
+         transaction_id, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            (&merchant.id).into(),
+            (&refund_id).into(),
+            purchase_id.into(),
+            amount.into(),
+            points_reversed.into(),
+            points_not_reversed.into(),
+            (&transaction_id).into(),
+            serde_json::to_string(&returned).expect("serializes").into(),
+            context.now.into(),
+        ],
+    );
+    script.push(
+        "UPDATE members SET lifetime_spend = lifetime_spend - $3 WHERE merchant_id = $1 AND id = $2",
+        vec![(&merchant.id).into(), (&member_id).into(), amount.into()],
+    );
+    let balances = context
+        .balances(connection, &member_id, &queued_lots)
+        .await?;
     let receipt_body = |balances: Balances| RefundReceipt {
         id: refund_id.clone(),
         purchase_id: purchase_id.to_string(),
@@ -1375,45 +1487,23 @@ async fn refund(
         points_reversed,
         points_debt,
         points_not_reversed,
+        points_expired,
         transaction_id: transaction_id.clone(),
         balances,
     };
-    sqlx::query(
-        "INSERT INTO refunds (merchant_id, id, purchase_id, amount, points_reversed, points_shortfall, \
-         transaction_id, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&merchant.id)
-    .bind(&refund_id)
-    .bind(purchase_id)
-    .bind(amount)
-    .bind(points_reversed)
-    .bind(points_not_reversed)
-    .bind(&transaction_id)
-    .bind(serde_json::to_string(&returned).expect("serializes"))
-    .bind(context.now)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(
-        "UPDATE members SET lifetime_spend = lifetime_spend - $3 WHERE merchant_id = $1 AND id = $2",
-    )
-    .bind(&merchant.id)
-    .bind(&member_id)
-    .bind(amount)
-    .execute(&mut *connection)
-    .await?;
-    let balances = context.balances(connection, &member_id).await?;
     Ok(created(&receipt_body(balances)))
 }
 
 async fn redeem(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     points: i64,
     reason: &str,
 ) -> Result<Outcome, CoreError> {
     let merchant_id = &context.merchant.id;
-    begin_member_write(connection, context, member_id).await?;
+    begin_member_write(connection, script, context, member_id).await?;
     let taken = take_from_active_lots(connection, merchant_id, member_id, points).await?;
     if taken < points {
         return Err(CoreError::Unprocessable(format!(
@@ -1426,24 +1516,26 @@ async fn redeem(
         Posting::member(member_account_id(member_id, "points"), POINTS, -points),
         Posting::merchant("points_redeemed", POINTS, points),
     ];
-    let (transaction_id, _) = record(connection, merchant_id, context.now, transaction).await?;
+    let (transaction_id, _) =
+        record(connection, script, merchant_id, context.now, transaction).await?;
     Ok(created(&PointsReceipt {
         transaction_id,
         points,
         reason: reason.trim().to_string(),
-        balances: context.balances(connection, member_id).await?,
+        balances: context.balances(connection, member_id, &[]).await?,
     }))
 }
 
 async fn adjust(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     points: i64,
     reason: &str,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
-    begin_member_write(connection, context, member_id).await?;
+    begin_member_write(connection, script, context, member_id).await?;
     let points_account = member_account_id(member_id, "points");
     let mut transaction = context.transaction("points.adjustment", member_id);
     transaction.reason = Some(reason.trim().to_string());
@@ -1462,12 +1554,13 @@ async fn adjust(
         }
     }
     let (transaction_id, new_balances) =
-        record(connection, &merchant.id, context.now, transaction).await?;
+        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let mut queued_lots = Vec::new();
     if points > 0 {
         let balance_after = new_balances.get(&points_account).copied().unwrap_or(0);
         let remaining = lot_share_of_credit(points, balance_after);
         insert_lot(
-            connection,
+            script,
             &merchant.id,
             member_id,
             &transaction_id,
@@ -1477,19 +1570,25 @@ async fn adjust(
             context.now,
             expiry_after(context.now, merchant.settings.points_expiry_days),
             context.now,
-        )
-        .await?;
+        );
+        queued_lots.push((
+            remaining,
+            expiry_after(context.now, merchant.settings.points_expiry_days),
+        ));
     }
     Ok(created(&PointsReceipt {
         transaction_id,
         points,
         reason: reason.trim().to_string(),
-        balances: context.balances(connection, member_id).await?,
+        balances: context
+            .balances(connection, member_id, &queued_lots)
+            .await?,
     }))
 }
 
 async fn top_up(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     store_id: &str,
@@ -1497,8 +1596,7 @@ async fn top_up(
     method: PaymentMethod,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
-    begin_member_write(connection, context, member_id).await?;
-    require_store(connection, &merchant.id, store_id).await?;
+    begin_member_write(connection, script, context, member_id).await?;
     let bonus = merchant.settings.top_up_bonus(amount);
     let currency = &merchant.currency;
     let mut transaction = context.transaction("stored_value.top_up", member_id);
@@ -1518,17 +1616,19 @@ async fn top_up(
             bonus,
         ),
     ];
-    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _) =
+        record(connection, script, &merchant.id, context.now, transaction).await?;
     Ok(created(&TopUpReceipt {
         transaction_id,
         amount: context.money(amount),
         bonus: context.money(bonus),
-        balances: context.balances(connection, member_id).await?,
+        balances: context.balances(connection, member_id, &[]).await?,
     }))
 }
 
 async fn sell_count_card(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     store_id: &str,
@@ -1536,8 +1636,7 @@ async fn sell_count_card(
     method: PaymentMethod,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
-    begin_member_write(connection, context, member_id).await?;
-    require_store(connection, &merchant.id, store_id).await?;
+    begin_member_write(connection, script, context, member_id).await?;
     let card_id = new_id("card");
     let account_id = count_card_account_id(&card_id);
     let expires_at = context.now + package.valid_days * MICROS_PER_DAY;
@@ -1569,7 +1668,11 @@ async fn sell_count_card(
     .await?;
     let mut transaction = context.transaction("count_card.purchase", member_id);
     transaction.reference = Some(card_id.clone());
-    transaction.reason = Some(format!("{} by {}", package.name, method.as_str()));
+    transaction.reason = Some(format!(
+        "{} by {} at store {store_id}",
+        package.name,
+        method.as_str()
+    ));
     transaction.postings = vec![
         Posting::merchant("count_card_uses_issued", USES, -package.uses),
         Posting::member(account_id, USES, package.uses),
@@ -1586,7 +1689,8 @@ async fn sell_count_card(
             bonus: context.money(bonus),
         });
     }
-    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _) =
+        record(connection, script, &merchant.id, context.now, transaction).await?;
     Ok(created(&CountCardReceipt {
         transaction_id,
         card: CountCardView {
@@ -1598,12 +1702,13 @@ async fn sell_count_card(
             expires_at: from_unix_micros(expires_at),
         },
         stored_value_paid,
-        balances: context.balances(connection, member_id).await?,
+        balances: context.balances(connection, member_id, &[]).await?,
     }))
 }
 
 async fn consume(
     connection: &mut AnyConnection,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     card_id: &str,
@@ -1611,7 +1716,7 @@ async fn consume(
     uses: i64,
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
-    begin_member_write(connection, context, member_id).await?;
+    begin_member_write(connection, script, context, member_id).await?;
     let card = sqlx::query(
         "SELECT c.account_id, c.expires_at, a.balance FROM count_cards c \
          JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
@@ -1623,7 +1728,6 @@ async fn consume(
     .fetch_optional(&mut *connection)
     .await?
     .ok_or(CoreError::NotFound("count card"))?;
-    require_store(connection, &merchant.id, store_id).await?;
     let account_id: String = card.try_get("account_id")?;
     let expires_at: i64 = card.try_get("expires_at")?;
     let balance: i64 = card.try_get("balance")?;
@@ -1645,13 +1749,14 @@ async fn consume(
         Posting::member(account_id, USES, -uses),
         Posting::merchant("count_card_uses_consumed", USES, uses),
     ];
-    let (transaction_id, _) = record(connection, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _) =
+        record(connection, script, &merchant.id, context.now, transaction).await?;
     Ok(created(&ConsumptionReceipt {
         transaction_id,
         card_id: card_id.to_string(),
         uses,
         remaining: balance - uses,
-        balances: context.balances(connection, member_id).await?,
+        balances: context.balances(connection, member_id, &[]).await?,
     }))
 }
 

@@ -8,7 +8,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::db::new_id;
+use crate::db::{new_id, Script};
 use crate::error::CoreError;
 use crate::ledger::{
     member_account_id, record, NewTransaction, Posting, LOTS_PER_SPEND_MAX, POINTS,
@@ -43,9 +43,10 @@ pub fn expiry_after(activates_at: i64, expiry_days: Option<u32>) -> Option<i64> 
     expiry_days.map(|days| activates_at + i64::from(days) * MICROS_PER_DAY)
 }
 
+/// Queues a new lot in the command's script and returns its id.
 #[allow(clippy::too_many_arguments)]
-pub async fn insert_lot(
-    connection: &mut AnyConnection,
+pub fn insert_lot(
+    script: &mut Script,
     merchant_id: &str,
     member_id: &str,
     transaction_id: &str,
@@ -55,7 +56,7 @@ pub async fn insert_lot(
     activates_at: i64,
     expires_at: Option<i64>,
     now: i64,
-) -> Result<String, CoreError> {
+) -> String {
     assert!(
         earned > 0 && (0..=earned).contains(&remaining),
         "bad lot amounts"
@@ -68,24 +69,24 @@ pub async fn insert_lot(
     } else {
         "active"
     };
-    sqlx::query(
+    script.push(
         "INSERT INTO point_lots (merchant_id, id, member_id, transaction_id, state, earned, \
          remaining, activates_at, expires_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(merchant_id)
-    .bind(&id)
-    .bind(member_id)
-    .bind(transaction_id)
-    .bind(state)
-    .bind(earned)
-    .bind(remaining)
-    .bind(activates_at)
-    .bind(expires_at)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
-    Ok(id)
+        vec![
+            merchant_id.into(),
+            (&id).into(),
+            member_id.into(),
+            transaction_id.into(),
+            state.into(),
+            earned.into(),
+            remaining.into(),
+            activates_at.into(),
+            expires_at.into(),
+            now.into(),
+        ],
+    );
+    id
 }
 
 /// How much of a credit of `points` forms a lot, given the balance after the credit: a
@@ -194,6 +195,7 @@ pub async fn take_from_lot(
 /// Returns (points activated, points expired).
 pub async fn settle_due_lots(
     connection: &mut AnyConnection,
+    script: &mut Script,
     merchant_id: &str,
     member_id: &str,
     now: i64,
@@ -217,6 +219,7 @@ pub async fn settle_due_lots(
         if lot.state == "pending" {
             let (_, balances) = record(
                 connection,
+                script,
                 merchant_id,
                 now,
                 NewTransaction {
@@ -249,6 +252,7 @@ pub async fn settle_due_lots(
         if lot.state == "active" && lot.expires_at.is_some_and(|at| at <= now) {
             record(
                 connection,
+                script,
                 merchant_id,
                 now,
                 NewTransaction {

@@ -10,10 +10,10 @@ use std::hash::{Hash, Hasher};
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{Backend, Database};
+use crate::db::{Backend, Database, Script};
 use crate::error::CoreError;
 use crate::merchants::Merchant;
-use crate::operations::{Command, Outcome};
+use crate::operations::{map_script_error, Command, Outcome};
 
 /// Most commands one transaction carries.
 pub const BATCH_COMMANDS_MAX: usize = 128;
@@ -47,6 +47,7 @@ struct Envelope {
 #[derive(Clone)]
 pub struct Writer {
     lanes: std::sync::Arc<Vec<mpsc::Sender<Envelope>>>,
+    database: Database,
 }
 
 impl Writer {
@@ -57,6 +58,7 @@ impl Writer {
             (Backend::Postgres, 0) => POSTGRES_LANES_DEFAULT,
             (Backend::Postgres, lanes) => lanes,
         };
+        database.spawn_checkpointer();
         let senders = (0..lanes)
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(LANE_QUEUE_DEPTH_MAX);
@@ -66,10 +68,15 @@ impl Writer {
             .collect();
         Writer {
             lanes: std::sync::Arc::new(senders),
+            database,
         }
     }
 
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, CoreError> {
+        submission
+            .command
+            .check_references(&self.database.pool, &submission.merchant.id)
+            .await?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         submission.merchant.id.hash(&mut hasher);
         submission.command.route_key().hash(&mut hasher);
@@ -147,7 +154,7 @@ async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
             ));
             continue;
         }
-        match run_in_savepoint(&mut connection, &envelope.submission).await {
+        match run_in_savepoint(&mut connection, database.backend, &envelope.submission).await {
             Ok(result) => match result {
                 Err(error) if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX => {
                     envelope.attempts += 1;
@@ -200,90 +207,85 @@ async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
     again
 }
 
-/// Runs one command inside a savepoint. The outer error means the connection or transaction
-/// is unusable; the inner result is the command's own.
+/// Runs one command inside a savepoint: the command's direct statements, then one flush of
+/// its queued inserts together with its Idempotency-Key row. The outer error means the
+/// connection or transaction is unusable; the inner result is the command's own.
 async fn run_in_savepoint(
     connection: &mut AnyConnection,
+    backend: Backend,
     submission: &Submission,
 ) -> Result<Result<Outcome, CoreError>, CoreError> {
     sqlx::query("SAVEPOINT command")
         .execute(&mut *connection)
         .await?;
     let merchant_id = &submission.merchant.id;
-    let result = submission
+    let mut script = Script::default();
+    let mut result = submission
         .command
         .execute(
             connection,
+            &mut script,
             &submission.merchant,
             submission.claim.as_ref().map(|claim| claim.key.as_str()),
             submission.now,
         )
         .await;
-    let result = match (result, &submission.claim) {
-        (Ok(outcome), Some(claim)) => {
-            let inserted = sqlx::query(
+    if let Ok(outcome) = &result {
+        if let Some(claim) = &submission.claim {
+            // No ON CONFLICT: if the key was applied first (a concurrent twin, or another
+            // host), the unique violation undoes this command and the stored answer is sent.
+            script.push(
                 "INSERT INTO idempotency_keys (merchant_id, key, request_digest, status, response, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id, key) DO NOTHING",
-            )
-            .bind(merchant_id)
-            .bind(&claim.key)
-            .bind(&claim.digest)
-            .bind(i64::from(outcome.status))
-            .bind(&outcome.body)
-            .bind(submission.now)
-            .execute(&mut *connection)
-            .await;
-            match inserted {
-                Ok(done) if done.rows_affected() == 1 => Ok(outcome),
-                Ok(_) => {
-                    // The key was applied first by another command: undo this one, answer as
-                    // the first did.
-                    sqlx::query("ROLLBACK TO SAVEPOINT command")
-                        .execute(&mut *connection)
-                        .await?;
-                    sqlx::query("RELEASE SAVEPOINT command")
-                        .execute(&mut *connection)
-                        .await?;
-                    let stored = lookup(connection, merchant_id, &claim.key).await?;
-                    return Ok(match stored {
-                        Some(stored) => stored.answer(&claim.digest),
-                        None => Err(CoreError::Retry),
-                    });
-                }
-                Err(error) => Err(error.into()),
-            }
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                vec![
+                    merchant_id.into(),
+                    (&claim.key).into(),
+                    (&claim.digest).into(),
+                    i64::from(outcome.status).into(),
+                    (&outcome.body).into(),
+                    submission.now.into(),
+                ],
+            );
         }
-        (Err(error), Some(claim)) => {
-            // A concurrent duplicate that runs after its twin was applied may fail on the state
-            // the twin left (a refund of the rest finds nothing left): answer as the twin did.
+        if let Err(error) = script.flush(connection, backend).await {
+            result = Err(error);
+        }
+    }
+    match result {
+        Ok(outcome) => {
+            sqlx::query("RELEASE SAVEPOINT command")
+                .execute(&mut *connection)
+                .await?;
+            Ok(Ok(outcome))
+        }
+        Err(error) => {
             sqlx::query("ROLLBACK TO SAVEPOINT command")
                 .execute(&mut *connection)
                 .await?;
             sqlx::query("RELEASE SAVEPOINT command")
                 .execute(&mut *connection)
                 .await?;
-            if !error.is_transient() {
-                if let Some(stored) = lookup(&mut *connection, merchant_id, &claim.key).await? {
-                    return Ok(stored.answer(&claim.digest));
+            // A duplicate may fail on the state its twin left (a refund of the rest finds
+            // nothing left) or on the key's row itself: either way it answers as the twin did.
+            if let Some(claim) = &submission.claim {
+                if !error.is_transient() {
+                    if let Some(stored) = lookup(&mut *connection, merchant_id, &claim.key).await? {
+                        return Ok(stored.answer(&claim.digest));
+                    }
+                    if is_idempotency_conflict(&error) {
+                        return Ok(Err(CoreError::Retry));
+                    }
                 }
             }
-            return Ok(Err(error));
+            Ok(Err(map_script_error(error)))
         }
-        (result, _) => result,
-    };
-    if result.is_ok() {
-        sqlx::query("RELEASE SAVEPOINT command")
-            .execute(&mut *connection)
-            .await?;
-    } else {
-        sqlx::query("ROLLBACK TO SAVEPOINT command")
-            .execute(&mut *connection)
-            .await?;
-        sqlx::query("RELEASE SAVEPOINT command")
-            .execute(&mut *connection)
-            .await?;
     }
-    Ok(result)
+}
+
+fn is_idempotency_conflict(error: &CoreError) -> bool {
+    error
+        .unique_violation()
+        .is_some_and(|name| name.contains("idempotency_keys"))
 }
 
 /// A stored response of an applied Idempotency-Key.

@@ -129,6 +129,7 @@ pub async fn balances(
         &id,
         merchant.currency_exponent,
         state.clock.now(),
+        &[],
     )
     .await?;
     Ok(Json(balances))
