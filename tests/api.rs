@@ -2509,7 +2509,85 @@ async fn openapi(backend: Backend) {
         .is_some_and(|schemas| !schemas.is_empty()));
 }
 
+/// Points that expired from a purchase's lot went to breakage: refunding the purchase later
+/// does not take them again from the member's other points, with or without debts allowed.
+async fn refund_after_points_expired(backend: Backend) {
+    for allow_negative in [false, true] {
+        let shop = &shop(backend).await;
+        let server = &shop.server;
+        shop.settings(json!({"points_pending_days": 0, "points_expiry_days": 10,
+                             "allow_negative_points": allow_negative}))
+            .await;
+        let member = shop.member("13800138000").await;
+        let purchase = shop.cash_purchase(&member, "50.00").await.id();
+        server.clock.advance(11 * DAY);
+        assert_eq!(server.run_lifecycle().await["points_expired"], 50);
+        shop.adjust(&member, 30).await.ok(201);
+
+        let refund = shop.refund(&purchase, json!({})).await;
+        let body = refund.ok(201);
+        assert_eq!(body["points_expired"], 50, "{body}");
+        assert_eq!(body["points_reversed"], 0, "{body}");
+        assert_eq!(body["points_debt"], 0, "{body}");
+        assert_eq!(body["points_not_reversed"], 0, "{body}");
+        assert_eq!(available(&shop.balances(&member).await), 30);
+        server.verify().await;
+    }
+}
+
+/// A purchase recorded after its points' expiry (an import of old receipts) sends them to
+/// breakage at once instead of showing them as available.
+async fn back_dated_purchase_points_expire_at_once(backend: Backend) {
+    let shop = &shop(backend).await;
+    shop.settings(json!({"points_pending_days": 0, "points_expiry_days": 30}))
+        .await;
+    let member = shop.member("13800138000").await;
+    let receipt = shop
+        .server
+        .post_idem(
+            "/v1/purchases",
+            shop.key(),
+            "old-receipt",
+            &json!({"member_id": member, "store_id": shop.store, "occurred_at": "2020-01-02T10:00:00Z",
+                    "items": [{"sku": "TEA", "quantity": 1, "unit_price": "10.00"}],
+                    "payments": [{"method": "cash", "amount": "10.00"}]}),
+        )
+        .await;
+    let body = receipt.ok(201);
+    assert_eq!(body["points_awarded"], 10);
+    assert_eq!(body["balances"]["points"]["available"], 0, "{body}");
+    assert!(
+        body["balances"]["points"]["expiring_next"].is_null(),
+        "{body}"
+    );
+    let ledger = shop.ledger(&member).await;
+    assert!(
+        ledger.iter().any(|entry| entry["kind"] == "points.expiry"),
+        "{ledger:?}"
+    );
+    shop.server.verify().await;
+}
+
+/// A method an endpoint does not take answers 405 problem+json.
+async fn wrong_method(backend: Backend) {
+    let shop = &shop(backend).await;
+    let response = shop
+        .server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/stores",
+            Some(shop.key()),
+            None,
+            Some(&json!({})),
+        )
+        .await;
+    response.problem(405);
+}
+
 backend_tests!(
+    refund_after_points_expired,
+    back_dated_purchase_points_expire_at_once,
+    wrong_method,
     merchants_create_and_authenticate,
     merchant_settings,
     api_keys_and_scopes,
