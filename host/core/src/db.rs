@@ -60,7 +60,8 @@ impl Database {
                                      PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                                      PRAGMA foreign_keys = ON; \
                                      PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
-                                     PRAGMA wal_autocheckpoint = 0;"
+                                     PRAGMA wal_autocheckpoint = 0; \
+                                     PRAGMA temp_store = MEMORY;"
                                 )
                                 .as_str(),
                             )

@@ -364,9 +364,55 @@ pub struct CountCardBalance {
     pub expires_at: time::OffsetDateTime,
 }
 
-/// Active lots read for the next-expiry figure, at most.
-pub const EXPIRING_LOTS_READ_MAX: i64 = 500;
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// The next expiry counts the points expiring within this window after the earliest one.
+pub const EXPIRY_WINDOW_MICROS: i64 = 86_400_000_000;
+
+/// The earliest expiry and the points expiring within the window after it, from the stored
+/// lots' figure and the lots the command has queued but not yet written.
+async fn next_expiry(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    member_id: &str,
+    stored: Option<(i64, i64)>,
+    queued_lots: &[(i64, Option<i64>)],
+) -> Result<Option<(i64, i64)>, CoreError> {
+    let queued: Vec<(i64, i64)> = queued_lots
+        .iter()
+        .filter(|(remaining, _)| *remaining > 0)
+        .filter_map(|(remaining, expires_at)| expires_at.map(|at| (at, *remaining)))
+        .collect();
+    let queued_first = queued.iter().map(|(at, _)| *at).min();
+    let queued_within = |first: i64| -> i64 {
+        queued
+            .iter()
+            .filter(|(at, _)| *at < first + EXPIRY_WINDOW_MICROS)
+            .map(|(_, points)| points)
+            .sum()
+    };
+    Ok(match (stored, queued_first) {
+        (None, None) => None,
+        (Some(stored), None) => Some(stored),
+        (None, Some(first)) => Some((first, queued_within(first))),
+        (Some((stored_first, stored_points)), Some(first)) if first >= stored_first => {
+            Some((stored_first, stored_points + queued_within(stored_first)))
+        }
+        (Some(_), Some(first)) => {
+            // A queued lot expires before every stored one (rare): count the stored lots
+            // inside its window exactly.
+            let stored_points: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM point_lots \
+                 WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' \
+                 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < $3",
+            )
+            .bind(merchant_id)
+            .bind(member_id)
+            .bind(first + EXPIRY_WINDOW_MICROS)
+            .fetch_one(&mut *connection)
+            .await?;
+            Some((first, stored_points + queued_within(first)))
+        }
+    })
+}
 
 /// A member's balances as the API shows them, in one query. Count cards are listed while
 /// they have uses left and have not expired. `queued_lots` are lots (remaining, expires_at)
@@ -380,31 +426,29 @@ pub async fn balances(
     now: i64,
     queued_lots: &[(i64, Option<i64>)],
 ) -> Result<Balances, CoreError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "SELECT 'account' AS row_kind, id, balance AS amount, CAST(NULL AS BIGINT) AS at, \
                 CAST(NULL AS TEXT) AS package_id, CAST(NULL AS TEXT) AS name \
          FROM accounts WHERE merchant_id = $1 AND member_id = $2 AND kind <> 'count_card' \
          UNION ALL \
-         SELECT 'lot', id, remaining, expires_at, NULL, NULL FROM ( \
-             SELECT id, remaining, expires_at FROM point_lots \
-             WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
-             AND expires_at IS NOT NULL ORDER BY expires_at LIMIT {EXPIRING_LOTS_READ_MAX}) AS lots \
+         SELECT 'expiring', '', CAST(COALESCE(SUM(remaining), 0) AS BIGINT), MIN(expires_at), NULL, NULL \
+         FROM point_lots WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' \
+         AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < ( \
+             SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+             AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL) + $4 \
          UNION ALL \
          SELECT 'card', c.id, a.balance, c.expires_at, c.package_id, c.name FROM count_cards c \
          JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
-         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3"
-    ))
+         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3",
+    )
     .bind(merchant_id)
     .bind(member_id)
     .bind(now)
+    .bind(EXPIRY_WINDOW_MICROS)
     .fetch_all(&mut *connection)
     .await?;
     let mut accounts: BTreeMap<String, i64> = BTreeMap::new();
-    let mut expiries: Vec<(i64, i64)> = queued_lots
-        .iter()
-        .filter(|(remaining, _)| *remaining > 0)
-        .filter_map(|(remaining, expires_at)| expires_at.map(|at| (at, *remaining)))
-        .collect();
+    let mut stored_expiry: Option<(i64, i64)> = None;
     let mut count_cards = Vec::new();
     for row in rows {
         let kind: String = row.try_get("row_kind")?;
@@ -413,7 +457,11 @@ pub async fn balances(
             "account" => {
                 accounts.insert(row.try_get("id")?, amount);
             }
-            "lot" => expiries.push((row.try_get::<Option<i64>, _>("at")?.unwrap_or(0), amount)),
+            "expiring" => {
+                stored_expiry = row
+                    .try_get::<Option<i64>, _>("at")?
+                    .map(|first| (first, amount));
+            }
             _ => count_cards.push(CountCardBalance {
                 id: row.try_get("id")?,
                 package_id: row
@@ -431,18 +479,18 @@ pub async fn balances(
         return Err(CoreError::NotFound("member"));
     }
     count_cards.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
-    let expiring_next = expiries
-        .iter()
-        .map(|(at, _)| *at)
-        .min()
-        .map(|first| Expiring {
-            points: expiries
-                .iter()
-                .filter(|(at, _)| *at < first + MICROS_PER_DAY)
-                .map(|(_, points)| points)
-                .sum(),
-            at: from_unix_micros(first),
-        });
+    let expiring_next = next_expiry(
+        connection,
+        merchant_id,
+        member_id,
+        stored_expiry,
+        queued_lots,
+    )
+    .await?
+    .map(|(first, points)| Expiring {
+        points,
+        at: from_unix_micros(first),
+    });
     let balance_of = |kind: &str| {
         accounts
             .get(&member_account_id(member_id, kind))

@@ -200,10 +200,14 @@ pub async fn settle_due_lots(
     member_id: &str,
     now: i64,
 ) -> Result<(i64, i64), CoreError> {
+    // Two index ranges (pending by activation, active by expiry) rather than one OR that
+    // would scan every lot of the member.
     let rows = sqlx::query(&format!(
         "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-         AND ((state = 'pending' AND activates_at <= $3) \
-           OR (state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3)) \
+         AND state = 'pending' AND activates_at <= $3 \
+         UNION ALL \
+         SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+         AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3 \
          ORDER BY activates_at, id LIMIT {DUE_LOTS_PER_SETTLEMENT_MAX}"
     ))
     .bind(merchant_id)

@@ -99,6 +99,9 @@ impl Writer {
 
 async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
     let mut carried: VecDeque<Envelope> = VecDeque::new();
+    // The lane keeps one connection of its own, so SQLite's page cache and the prepared
+    // statements stay warm; it is replaced only after a failure.
+    let mut connection: Option<AnyConnection> = None;
     loop {
         let mut batch: Vec<Envelope> = carried.drain(..).collect();
         if batch.is_empty() {
@@ -113,28 +116,36 @@ async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
                 Err(_) => break,
             }
         }
-        carried.extend(run_batch(&database, batch).await);
+        carried.extend(run_batch(&database, &mut connection, batch).await);
     }
 }
 
 /// Runs a batch in one transaction. Returns the commands to run again (transient failures).
-async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
-    let mut connection = match database.pool.acquire().await {
-        Ok(connection) => connection,
-        Err(error) => {
-            tracing::error!(%error, "writer cannot get a connection");
-            for envelope in batch {
-                let _ = envelope.reply.send(Err(CoreError::Unavailable(
-                    "the database is unavailable".into(),
-                )));
+async fn run_batch(
+    database: &Database,
+    lane_connection: &mut Option<AnyConnection>,
+    batch: Vec<Envelope>,
+) -> Vec<Envelope> {
+    if lane_connection.is_none() {
+        match database.pool.acquire().await {
+            Ok(connection) => *lane_connection = Some(connection.detach()),
+            Err(error) => {
+                tracing::error!(%error, "writer cannot get a connection");
+                for envelope in batch {
+                    let _ = envelope.reply.send(Err(CoreError::Unavailable(
+                        "the database is unavailable".into(),
+                    )));
+                }
+                return Vec::new();
             }
-            return Vec::new();
         }
-    };
-    if let Err(error) = sqlx::query(database.begin_statement())
+    }
+    let connection = lane_connection.as_mut().expect("connected above");
+    let begun = sqlx::query(database.begin_statement())
         .execute(&mut *connection)
-        .await
-    {
+        .await;
+    if let Err(error) = begun {
+        *lane_connection = None;
         tracing::error!(%error, "writer cannot begin a transaction");
         for envelope in batch {
             let _ = envelope.reply.send(Err(CoreError::Unavailable(
@@ -154,7 +165,7 @@ async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
             ));
             continue;
         }
-        match run_in_savepoint(&mut connection, database.backend, &envelope.submission).await {
+        match run_in_savepoint(connection, database.backend, &envelope.submission).await {
             Ok(result) => match result {
                 Err(error) if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX => {
                     envelope.attempts += 1;
@@ -175,7 +186,6 @@ async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
     let committed = match broken {
         Some(_) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-            connection.close_on_drop();
             false
         }
         None => match sqlx::query("COMMIT").execute(&mut *connection).await {
@@ -183,11 +193,14 @@ async fn run_batch(database: &Database, batch: Vec<Envelope>) -> Vec<Envelope> {
             Err(error) => {
                 tracing::error!(%error, "writer commit failed");
                 let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-                connection.close_on_drop();
                 false
             }
         },
     };
+    if !committed {
+        // A connection that failed mid-batch is not trusted again.
+        *lane_connection = None;
+    }
     for (envelope, result) in finished {
         let result = match result {
             Ok(_) if !committed => Err(CoreError::Unavailable(
