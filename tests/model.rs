@@ -226,6 +226,8 @@ struct Lot {
     remaining: i64,
     activates: i64,
     expires: Option<i64>,
+    /// Points that expired from this lot into breakage.
+    expired: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +275,8 @@ struct Purchase {
     points_paid: i64,
     points_paid_expires: Option<i64>,
     refunded_points: i64,
+    /// Expired points of the purchase's lot already excused from reversals.
+    expired_forgiven: i64,
     lines: Vec<Line>,
 }
 
@@ -353,6 +357,7 @@ impl Member {
             remaining,
             activates,
             expires,
+            expired: 0,
         });
         self.lots.len() - 1
     }
@@ -387,6 +392,7 @@ impl Member {
             if lot.state == LotState::Active && lot.expires.is_some_and(|at| at <= now) {
                 self.points -= lot.remaining;
                 expired += lot.remaining;
+                lot.expired += lot.remaining;
                 lot.remaining = 0;
                 lot.state = LotState::Closed;
             }
@@ -599,6 +605,7 @@ impl Model {
             points_paid: 0,
             points_paid_expires: None,
             refunded_points: 0,
+            expired_forgiven: 0,
             lines,
         };
         let mut expected = Expected::default()
@@ -756,7 +763,17 @@ impl Model {
                 }
             }
         }
-        let rest = reversal - taken_from_lot - taken_pending;
+        let mut rest = reversal - taken_from_lot - taken_pending;
+        // Points of the purchase's lot that already expired are not taken again.
+        let mut points_expired = 0;
+        if rest > 0 {
+            if let Some(lot_index) = purchase.lot {
+                let expired = member.lots[lot_index].expired;
+                points_expired = rest.min(expired - purchase.expired_forgiven).max(0);
+                purchase.expired_forgiven += points_expired;
+                rest -= points_expired;
+            }
+        }
         let taken_elsewhere = member.take_active(rest);
         let shortfall = rest - taken_elsewhere;
         let (debt, not_reversed) = if allow_negative {
@@ -790,6 +807,7 @@ impl Model {
             )
             .with("/points_debt", json!(debt))
             .with("/points_not_reversed", json!(not_reversed))
+            .with("/points_expired", json!(points_expired))
             .with("/returned/cash", json!(money(returned[CASH])))
             .with("/returned/card", json!(money(returned[CARD])))
             .with(

@@ -215,13 +215,22 @@ pub const SCRIPT_STATEMENTS_MAX: usize = 256;
 /// Writes whose results nobody reads, collected and sent in one round trip: on SQLite as
 /// several statements in one string, on PostgreSQL as one statement of data-modifying CTEs.
 /// Each statement is written with its own `$1…$n`; the script renumbers them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Script {
+    backend: Backend,
     statements: Vec<String>,
     values: Vec<SqlValue>,
 }
 
 impl Script {
+    pub fn new(backend: Backend) -> Script {
+        Script {
+            backend,
+            statements: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
     pub fn push(&mut self, sql: &str, values: Vec<SqlValue>) {
         assert!(
             self.statements.len() < SCRIPT_STATEMENTS_MAX,
@@ -236,18 +245,15 @@ impl Script {
         self.statements.is_empty()
     }
 
-    /// Runs the collected statements and empties the script.
-    pub async fn flush(
-        &mut self,
-        connection: &mut sqlx::AnyConnection,
-        backend: Backend,
-    ) -> Result<(), CoreError> {
+    /// Runs the collected statements and empties the script. A command that must read
+    /// what it queued flushes first.
+    pub async fn flush(&mut self, connection: &mut sqlx::AnyConnection) -> Result<(), CoreError> {
         if self.statements.is_empty() {
             return Ok(());
         }
         let statements = std::mem::take(&mut self.statements);
         let values = std::mem::take(&mut self.values);
-        let sql = match backend {
+        let sql = match self.backend {
             Backend::Sqlite => statements.join(";\n"),
             Backend::Postgres => {
                 let (last, rest) = statements.split_last().expect("not empty");

@@ -1358,6 +1358,8 @@ async fn refund(
     let mut points_expired = 0;
     if rest > 0 {
         if let Some(lot_id) = &lot_id {
+            // The lot may have expired in this very command's settlement, still queued.
+            script.flush(connection).await?;
             let expired_of_lot: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM postings p \
                  JOIN transactions t ON t.merchant_id = p.merchant_id AND t.id = p.transaction_id \

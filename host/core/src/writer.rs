@@ -232,7 +232,7 @@ async fn run_in_savepoint(
         .execute(&mut *connection)
         .await?;
     let merchant_id = &submission.merchant.id;
-    let mut script = Script::default();
+    let mut script = Script::new(backend);
     let mut result = submission
         .command
         .execute(
@@ -260,7 +260,7 @@ async fn run_in_savepoint(
                 ],
             );
         }
-        if let Err(error) = script.flush(connection, backend).await {
+        if let Err(error) = script.flush(connection).await {
             result = Err(error);
         }
     }
