@@ -364,6 +364,9 @@ pub struct CountCardBalance {
     pub expires_at: time::OffsetDateTime,
 }
 
+/// Lots the next-expiry sum reads at most: a bound on the work of every balance read (a
+/// member with more lots expiring within one day sees the first this many counted).
+pub const EXPIRING_LOTS_SUMMED_MAX: i64 = 1_000;
 /// The next expiry counts the points expiring within this window after the earliest one.
 pub const EXPIRY_WINDOW_MICROS: i64 = 86_400_000_000;
 
@@ -432,10 +435,11 @@ pub async fn balances(
          FROM accounts WHERE merchant_id = $1 AND member_id = $2 AND kind <> 'count_card' \
          UNION ALL \
          SELECT 'expiring', '', CAST(COALESCE(SUM(remaining), 0) AS BIGINT), MIN(expires_at), NULL, NULL \
-         FROM point_lots WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' \
-         AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < ( \
-             SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-             AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL) + $4 \
+         FROM (SELECT remaining, expires_at FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+             AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < ( \
+                 SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+                 AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL) + $4 \
+             ORDER BY expires_at LIMIT $5) AS expiring \
          UNION ALL \
          SELECT 'card', c.id, a.balance, c.expires_at, c.package_id, c.name FROM count_cards c \
          JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
@@ -445,6 +449,7 @@ pub async fn balances(
     .bind(member_id)
     .bind(now)
     .bind(EXPIRY_WINDOW_MICROS)
+    .bind(EXPIRING_LOTS_SUMMED_MAX)
     .fetch_all(&mut *connection)
     .await?;
     let mut accounts: BTreeMap<String, i64> = BTreeMap::new();

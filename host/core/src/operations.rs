@@ -672,14 +672,7 @@ impl Command {
         pool: &sqlx::AnyPool,
         merchant_id: &str,
     ) -> Result<(), CoreError> {
-        let store_id = match self {
-            Command::Purchase(command) => Some(&command.store_id),
-            Command::TopUp { store_id, .. }
-            | Command::SellCountCard { store_id, .. }
-            | Command::Consume { store_id, .. } => Some(store_id),
-            _ => None,
-        };
-        if let Some(store_id) = store_id {
+        if let Some(store_id) = self.store_id() {
             let found: Option<String> =
                 sqlx::query_scalar("SELECT id FROM stores WHERE merchant_id = $1 AND id = $2")
                     .bind(merchant_id)
@@ -689,6 +682,17 @@ impl Command {
             found.ok_or(CoreError::NotFound("store"))?;
         }
         Ok(())
+    }
+
+    /// The store the command names, if any.
+    pub fn store_id(&self) -> Option<&str> {
+        match self {
+            Command::Purchase(command) => Some(&command.store_id),
+            Command::TopUp { store_id, .. }
+            | Command::SellCountCard { store_id, .. }
+            | Command::Consume { store_id, .. } => Some(store_id),
+            _ => None,
+        }
     }
 
     /// The member whose lock the command takes; the writer routes by it.

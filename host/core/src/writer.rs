@@ -48,7 +48,12 @@ struct Envelope {
 pub struct Writer {
     lanes: std::sync::Arc<Vec<mpsc::Sender<Envelope>>>,
     database: Database,
+    /// Stores already seen to exist. Stores are never deleted, so a hit needs no query.
+    known_stores: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
+
+/// Most remembered stores before the memory is cleared (it refills on use).
+pub const KNOWN_STORES_MAX: usize = 100_000;
 
 impl Writer {
     /// Starts the lanes on the current Tokio runtime. `lanes` 0 picks the backend's default.
@@ -69,14 +74,35 @@ impl Writer {
         Writer {
             lanes: std::sync::Arc::new(senders),
             database,
+            known_stores: Default::default(),
         }
     }
 
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, CoreError> {
-        submission
+        let store = submission
             .command
-            .check_references(&self.database.pool, &submission.merchant.id)
-            .await?;
+            .store_id()
+            .map(|store_id| (submission.merchant.id.clone(), store_id.to_string()));
+        let known = store.as_ref().is_none_or(|store| {
+            self.known_stores
+                .lock()
+                .expect("the store memory is never poisoned")
+                .contains(store)
+        });
+        if !known {
+            submission
+                .command
+                .check_references(&self.database.pool, &submission.merchant.id)
+                .await?;
+            let mut known_stores = self
+                .known_stores
+                .lock()
+                .expect("the store memory is never poisoned");
+            if known_stores.len() >= KNOWN_STORES_MAX {
+                known_stores.clear();
+            }
+            known_stores.extend(store);
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         submission.merchant.id.hash(&mut hasher);
         submission.command.route_key().hash(&mut hasher);

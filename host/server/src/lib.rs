@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod openapi;
+pub mod principals;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub clock: Clock,
     pub operator_key_hash: String,
     pub earn_policy: Arc<dyn EarnPolicy>,
+    pub principals: Arc<principals::Principals>,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             clock,
             operator_key_hash: hash_key(operator_key),
             earn_policy: Arc::new(BaseRate),
+            principals: Arc::default(),
         }
     }
 }

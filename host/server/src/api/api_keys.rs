@@ -76,5 +76,6 @@ pub async fn revoke(
         state.clock.now(),
     )
     .await?;
+    state.principals.forget_merchant(&principal.merchant.id);
     Ok(Json(key))
 }

@@ -90,6 +90,7 @@ pub async fn update(
         &settings,
     )
     .await?;
+    state.principals.forget_merchant(&merchant.id);
     let updated = merchants::get_merchant(&state.database.pool, &merchant.id).await?;
     Ok(Json(updated.view()))
 }
