@@ -97,7 +97,8 @@ CREATE TABLE postings (
     amount         BIGINT NOT NULL,
     PRIMARY KEY (merchant_id, transaction_id, seq)
 );
-CREATE INDEX postings_account ON postings (merchant_id, account_id);
+-- No index by account: member accounts cache their balance, and the merchant-side
+-- balances are summed by `verify` and reports, which scan anyway.
 
 CREATE TABLE point_lots (
     merchant_id    TEXT   NOT NULL,

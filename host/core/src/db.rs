@@ -245,6 +245,20 @@ impl Script {
         self.statements.is_empty()
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Queues a statement without parameters (SQLite only: PostgreSQL scripts are CTEs).
+    pub fn push_raw(&mut self, sql: &str) {
+        assert_eq!(
+            self.backend,
+            Backend::Sqlite,
+            "raw statements ride only in SQLite scripts"
+        );
+        self.push(sql, Vec::new());
+    }
+
     /// Runs the collected statements and empties the script. A command that must read
     /// what it queued flushes first.
     pub async fn flush(&mut self, connection: &mut sqlx::AnyConnection) -> Result<(), CoreError> {

@@ -254,54 +254,6 @@ async fn update_member_balances(
     Ok(balances)
 }
 
-/// Takes the member's write lock (the row lock of the member; SQLite's write lock covers it
-/// already) and proves the member exists for this merchant.
-pub async fn lock_member(
-    connection: &mut AnyConnection,
-    merchant_id: &str,
-    member_id: &str,
-) -> Result<(), CoreError> {
-    let locked =
-        sqlx::query("UPDATE members SET version = version + 1 WHERE merchant_id = $1 AND id = $2")
-            .bind(merchant_id)
-            .bind(member_id)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected();
-    if locked == 0 {
-        return Err(CoreError::NotFound("member"));
-    }
-    Ok(())
-}
-
-/// Locks the member like [`lock_member`] and counts a purchase into their statistics in
-/// the same statement.
-pub async fn lock_member_for_purchase(
-    connection: &mut AnyConnection,
-    merchant_id: &str,
-    member_id: &str,
-    total: i64,
-    occurred_at: i64,
-) -> Result<(), CoreError> {
-    let locked = sqlx::query(
-        "UPDATE members SET version = version + 1, lifetime_spend = lifetime_spend + $3, \
-         orders_count = orders_count + 1, last_purchase_at = CASE \
-         WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 ELSE last_purchase_at END \
-         WHERE merchant_id = $1 AND id = $2",
-    )
-    .bind(merchant_id)
-    .bind(member_id)
-    .bind(total)
-    .bind(occurred_at)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
-    if locked == 0 {
-        return Err(CoreError::NotFound("member"));
-    }
-    Ok(())
-}
-
 /// The cached balances of all the member's accounts, by account id.
 pub async fn member_account_balances(
     connection: &mut AnyConnection,

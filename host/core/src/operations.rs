@@ -15,15 +15,14 @@ use crate::db::{from_unix_micros, new_id, Script, SqlValue};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
 use crate::ledger::{
-    self, balances, count_card_account_id, lock_member, lock_member_for_purchase,
-    member_account_balances, member_account_id, record, Balances, NewTransaction, Posting, POINTS,
-    USES,
+    self, balances, count_card_account_id, member_account_balances, member_account_id, record,
+    Balances, NewTransaction, Posting, POINTS, USES,
 };
 use crate::merchants::Merchant;
 use crate::money::{format_money, parse_money, parse_positive_money, split_largest_remainder};
 use crate::points::{
-    expiry_after, insert_lot, lot_share_of_credit, settle_due_lots, take_from_active_lots,
-    take_from_lot, MICROS_PER_DAY,
+    expiry_after, insert_lot, lock_and_settle, lot_share_of_credit, take_from_active_lots,
+    take_from_lot, PurchaseStats, MICROS_PER_DAY,
 };
 use crate::stores::{validate_code, PackageTerms};
 
@@ -776,9 +775,8 @@ impl Command {
                 .await
             }
             Command::Settle { member_id } => {
-                lock_member(connection, &merchant.id, member_id).await?;
                 let (activated, expired) =
-                    settle_due_lots(connection, script, &merchant.id, member_id, now).await?;
+                    lock_and_settle(connection, script, &merchant.id, member_id, None, now).await?;
                 Ok(Outcome {
                     status: 200,
                     body: serde_json::json!({"activated": activated, "expired": expired})
@@ -833,12 +831,12 @@ async fn begin_member_write(
     context: &Context<'_>,
     member_id: &str,
 ) -> Result<(), CoreError> {
-    lock_member(connection, &context.merchant.id, member_id).await?;
-    settle_due_lots(
+    lock_and_settle(
         connection,
         script,
         &context.merchant.id,
         member_id,
+        None,
         context.now,
     )
     .await?;
@@ -922,15 +920,18 @@ async fn purchase(
     let merchant = context.merchant;
     let settings = &merchant.settings;
     let member_id = &command.member_id;
-    lock_member_for_purchase(
+    lock_and_settle(
         connection,
+        script,
         &merchant.id,
         member_id,
-        command.total,
-        command.occurred_at,
+        Some(PurchaseStats {
+            total: command.total,
+            occurred_at: command.occurred_at,
+        }),
+        context.now,
     )
     .await?;
-    settle_due_lots(connection, script, &merchant.id, member_id, context.now).await?;
     let mut transaction = context.transaction("purchase", member_id);
     let purchase_id = new_id("pur");
     transaction.reference = Some(purchase_id.clone());

@@ -8,7 +8,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{new_id, Script};
+use crate::db::{new_id, Backend, Script};
 use crate::error::CoreError;
 use crate::ledger::{
     member_account_id, record, NewTransaction, Posting, LOTS_PER_SPEND_MAX, POINTS,
@@ -189,37 +189,116 @@ pub async fn take_from_lot(
     Ok((lot.state, take))
 }
 
-/// Activates the member's pending lots whose time has come and expires active lots past
-/// their expiry, each as its own ledger transaction. Idempotent: a lot changes state in the
-/// same database transaction as its ledger entry, so running it again finds nothing to do.
-/// Returns (points activated, points expired).
-pub async fn settle_due_lots(
+/// The member's lots due at the `now_param`-th parameter: pending ones to activate and
+/// active ones to expire, as two index ranges rather than one OR that would scan every lot.
+fn due_lots_sql(now_param: usize) -> String {
+    format!(
+        "SELECT 'lot' AS row_kind, {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 \
+         AND member_id = $2 AND state = 'pending' AND activates_at <= ${now_param} \
+         UNION ALL \
+         SELECT 'lot' AS row_kind, {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 \
+         AND member_id = $2 AND state = 'active' AND expires_at IS NOT NULL \
+         AND expires_at <= ${now_param} \
+         ORDER BY activates_at, id LIMIT {DUE_LOTS_PER_SETTLEMENT_MAX}"
+    )
+}
+
+/// A purchase's effect on the member's statistics, applied with the lock.
+#[derive(Debug, Clone, Copy)]
+pub struct PurchaseStats {
+    pub total: i64,
+    pub occurred_at: i64,
+}
+
+/// Takes the member's write lock (the member row; SQLite's write lock covers it already),
+/// proves the member exists for this merchant, counts a purchase into the statistics if
+/// given, and settles the member's due lots, so every later check sees current balances.
+/// On SQLite the lock and the read of due lots travel in one round trip. Returns (points
+/// activated, points expired).
+pub async fn lock_and_settle(
     connection: &mut AnyConnection,
     script: &mut Script,
     merchant_id: &str,
     member_id: &str,
+    purchase: Option<PurchaseStats>,
     now: i64,
 ) -> Result<(i64, i64), CoreError> {
-    // Two index ranges (pending by activation, active by expiry) rather than one OR that
-    // would scan every lot of the member.
-    let rows = sqlx::query(&format!(
-        "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-         AND state = 'pending' AND activates_at <= $3 \
-         UNION ALL \
-         SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-         AND state = 'active' AND expires_at IS NOT NULL AND expires_at <= $3 \
-         ORDER BY activates_at, id LIMIT {DUE_LOTS_PER_SETTLEMENT_MAX}"
-    ))
-    .bind(merchant_id)
-    .bind(member_id)
-    .bind(now)
-    .fetch_all(&mut *connection)
-    .await?;
+    let (lock_sql, lock_params) = match purchase {
+        None => (
+            "UPDATE members SET version = version + 1 WHERE merchant_id = $1 AND id = $2 \
+             RETURNING 'member' AS row_kind"
+                .to_string(),
+            2,
+        ),
+        Some(_) => (
+            "UPDATE members SET version = version + 1, lifetime_spend = lifetime_spend + $3, \
+             orders_count = orders_count + 1, last_purchase_at = CASE \
+             WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 \
+             ELSE last_purchase_at END WHERE merchant_id = $1 AND id = $2 \
+             RETURNING 'member' AS row_kind"
+                .to_string(),
+            4,
+        ),
+    };
+    let rows = match script.backend() {
+        Backend::Sqlite => {
+            let sql = format!("{lock_sql};\n{}", due_lots_sql(lock_params + 1));
+            let mut query = sqlx::query(&sql).bind(merchant_id).bind(member_id);
+            if let Some(stats) = purchase {
+                query = query.bind(stats.total).bind(stats.occurred_at);
+            }
+            query.bind(now).fetch_all(&mut *connection).await?
+        }
+        Backend::Postgres => {
+            let mut query = sqlx::query(&lock_sql).bind(merchant_id).bind(member_id);
+            if let Some(stats) = purchase {
+                query = query.bind(stats.total).bind(stats.occurred_at);
+            }
+            let locked = query
+                .fetch_optional(&mut *connection)
+                .await?
+                .ok_or(CoreError::NotFound("member"))?;
+            let due_sql = due_lots_sql(3);
+            let mut rows = sqlx::query(&due_sql)
+                .bind(merchant_id)
+                .bind(member_id)
+                .bind(now)
+                .fetch_all(&mut *connection)
+                .await?;
+            // the lock's row, as SQLite's combined answer carries it
+            rows.push(locked);
+            rows
+        }
+    };
+    let mut locked = false;
+    let mut lots = Vec::new();
+    for row in &rows {
+        match row.try_get::<String, _>("row_kind")?.as_str() {
+            "member" => locked = true,
+            _ => lots.push(lot_from_row(row)?),
+        }
+    }
+    if !locked {
+        return Err(CoreError::NotFound("member"));
+    }
+    settle_lots(connection, script, merchant_id, member_id, lots, now).await
+}
+
+/// Activates pending lots whose time has come and expires active lots past their expiry,
+/// each as its own ledger transaction. Idempotent: a lot changes state in the same
+/// database transaction as its ledger entry, so running it again finds nothing to do.
+async fn settle_lots(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    merchant_id: &str,
+    member_id: &str,
+    lots: Vec<Lot>,
+    now: i64,
+) -> Result<(i64, i64), CoreError> {
     let points_account = member_account_id(member_id, "points");
     let pending_account = member_account_id(member_id, "points_pending");
     let (mut activated, mut expired) = (0, 0);
-    for row in &rows {
-        let mut lot = lot_from_row(row)?;
+    for mut lot in lots {
         if lot.state == "pending" {
             let (_, balances) = record(
                 connection,

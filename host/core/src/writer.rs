@@ -22,7 +22,7 @@ pub const LANE_QUEUE_DEPTH_MAX: usize = 4_096;
 /// How often a command that hit a deadlock or serialization failure is tried again.
 pub const TRANSIENT_RETRIES_MAX: u32 = 5;
 /// Lanes on PostgreSQL: concurrent transactions, each batching. SQLite has one writer.
-pub const POSTGRES_LANES_DEFAULT: usize = 4;
+pub const POSTGRES_LANES_DEFAULT: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct IdempotencyClaim {
@@ -286,8 +286,16 @@ async fn run_in_savepoint(
                 ],
             );
         }
-        if let Err(error) = script.flush(connection).await {
-            result = Err(error);
+        // On SQLite the savepoint's release rides at the end of the script: it runs only if
+        // every statement before it succeeded.
+        let release_queued = backend == Backend::Sqlite;
+        if release_queued {
+            script.push_raw("RELEASE SAVEPOINT command");
+        }
+        match script.flush(connection).await {
+            Ok(()) if release_queued => return Ok(result),
+            Ok(()) => {}
+            Err(error) => result = Err(error),
         }
     }
     match result {
