@@ -371,6 +371,13 @@ fn test() -> Result<()> {
 
     let mut failures = Vec::new();
 
+    // Doc tests first: the suite's own summary should be the last a reader (or CI) sees.
+    if let Err(err) = run_checked(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"]))
+    {
+        eprintln!("xtask: doc tests FAILED: {err:#}");
+        failures.push("doc tests");
+    }
+
     let mut nextest = cargo();
     nextest.args(["nextest", "--version"]);
     // Run everything even after a failure, so one run shows all that is broken.
@@ -388,11 +395,6 @@ fn test() -> Result<()> {
     if let Err(err) = suite {
         eprintln!("xtask: test suite FAILED: {err:#}");
         failures.push("test suite");
-    }
-    if let Err(err) = run_checked(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"]))
-    {
-        eprintln!("xtask: doc tests FAILED: {err:#}");
-        failures.push("doc tests");
     }
 
     if let Err(err) = api_tour() {

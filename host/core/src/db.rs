@@ -10,6 +10,8 @@ use crate::error::CoreError;
 
 /// Connections a pool opens at most. SQLite serialises writers anyway; readers share the rest.
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
+/// A statement slower than this is logged as a warning.
+pub const SLOW_STATEMENT_MS: u64 = 500;
 /// Page cache per SQLite connection, in KiB.
 pub const SQLITE_CACHE_KIB: u32 = 16 * 1024;
 /// How often the WAL is checkpointed into the database file. Checkpoints run here, off the
@@ -44,7 +46,12 @@ impl Database {
         };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|error| CoreError::Config(format!("bad database url: {error}")))?
-            .disable_statement_logging();
+            .log_statements(tracing::log::LevelFilter::Trace)
+            // Every statement at trace level only; a slow one is a warning an operator sees.
+            .log_slow_statements(
+                tracing::log::LevelFilter::Warn,
+                Duration::from_millis(SLOW_STATEMENT_MS),
+            );
         let pool = AnyPoolOptions::new()
             .max_connections(POOL_CONNECTIONS_MAX)
             .acquire_timeout(Duration::from_secs(30))
@@ -220,6 +227,8 @@ pub struct Script {
     backend: Backend,
     statements: Vec<String>,
     values: Vec<SqlValue>,
+    /// A SAVEPOINT is queued and has not been sent yet: nothing of the command ran.
+    savepoint_queued: bool,
 }
 
 impl Script {
@@ -228,6 +237,62 @@ impl Script {
             backend,
             statements: Vec::new(),
             values: Vec::new(),
+            savepoint_queued: false,
+        }
+    }
+
+    /// Opens the command's savepoint: on SQLite it travels with the command's first
+    /// statement, on PostgreSQL it is sent at once.
+    pub async fn open_savepoint(
+        &mut self,
+        connection: &mut sqlx::AnyConnection,
+        name: &str,
+    ) -> Result<(), CoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                self.push_raw(&format!("SAVEPOINT {name}"));
+                self.savepoint_queued = true;
+            }
+            Backend::Postgres => {
+                sqlx::query(&format!("SAVEPOINT {name}"))
+                    .execute(&mut *connection)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the savepoint is still only queued (so nothing of the command was sent).
+    pub fn savepoint_queued(&self) -> bool {
+        self.savepoint_queued
+    }
+
+    /// Runs the queued statements and then `sql` (numbered from `$1` over `values`), and
+    /// returns `sql`'s rows. On SQLite all of it is one call (`sql` may hold several
+    /// statements); on PostgreSQL the queue is flushed first and `sql` must be one statement.
+    pub async fn fetch_after(
+        &mut self,
+        connection: &mut sqlx::AnyConnection,
+        sql: &str,
+        values: Vec<SqlValue>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                self.push(sql, values);
+                self.savepoint_queued = false;
+                let statements = std::mem::take(&mut self.statements);
+                let values = std::mem::take(&mut self.values);
+                let sql = statements.join(";\n");
+                Ok(bind_all(sqlx::query(&sql), values)
+                    .fetch_all(&mut *connection)
+                    .await?)
+            }
+            Backend::Postgres => {
+                self.flush(connection).await?;
+                Ok(bind_all(sqlx::query(sql), values)
+                    .fetch_all(&mut *connection)
+                    .await?)
+            }
         }
     }
 
@@ -265,6 +330,7 @@ impl Script {
         if self.statements.is_empty() {
             return Ok(());
         }
+        self.savepoint_queued = false;
         let statements = std::mem::take(&mut self.statements);
         let values = std::mem::take(&mut self.values);
         let sql = match self.backend {
@@ -281,16 +347,23 @@ impl Script {
                 sql
             }
         };
-        let mut query = sqlx::query(&sql);
-        for value in values {
-            query = match value {
-                SqlValue::Int(value) => query.bind(value),
-                SqlValue::Text(value) => query.bind(value),
-            };
-        }
-        query.execute(&mut *connection).await?;
+        bind_all(sqlx::query(&sql), values)
+            .execute(&mut *connection)
+            .await?;
         Ok(())
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
+    for value in values {
+        query = match value {
+            SqlValue::Int(value) => query.bind(value),
+            SqlValue::Text(value) => query.bind(value),
+        };
+    }
+    query
 }
 
 /// `$k` → `$(k + offset)`. Our SQL has no `$` inside literals.

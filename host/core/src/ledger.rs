@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, Script, SqlValue};
+use crate::db::{from_unix_micros, new_id, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::money::format_money;
 
@@ -129,6 +129,41 @@ pub async fn record(
     now: i64,
     transaction: NewTransaction,
 ) -> Result<(String, BTreeMap<String, i64>), CoreError> {
+    let (transaction_id, touched, _) =
+        record_inner(connection, script, merchant_id, now, transaction, None).await?;
+    Ok((transaction_id, touched))
+}
+
+/// [`record`], then the member's balances read right after the update (on SQLite in the same
+/// round trip), as rows for [`balances_from_rows`].
+pub async fn record_and_read(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    merchant_id: &str,
+    now: i64,
+    transaction: NewTransaction,
+    member_id: &str,
+) -> Result<(String, BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
+    let (transaction_id, touched, rows) = record_inner(
+        connection,
+        script,
+        merchant_id,
+        now,
+        transaction,
+        Some(member_id),
+    )
+    .await?;
+    Ok((transaction_id, touched, rows))
+}
+
+async fn record_inner(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    merchant_id: &str,
+    now: i64,
+    transaction: NewTransaction,
+    read_member: Option<&str>,
+) -> Result<(String, BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
     let postings: Vec<&Posting> = transaction
         .postings
         .iter()
@@ -154,7 +189,8 @@ pub async fn record(
     }
     // Accounts whose postings net to zero stay in: callers read every posted account's
     // balance after the write (a purchase that pays and earns the same points).
-    let balances = update_member_balances(connection, merchant_id, &deltas).await?;
+    let (balances, balance_rows) =
+        update_and_read(connection, script, merchant_id, &deltas, read_member, now).await?;
     for (account_id, balance) in &balances {
         // Only a debit can take an account below zero; a credit to an account already in
         // debt (points given back to a member who owes points) just reduces the debt.
@@ -209,49 +245,98 @@ pub async fn record(
         }
         script.push(&sql, values);
     }
-    Ok((transaction_id, balances))
+    Ok((transaction_id, balances, balance_rows))
 }
 
-async fn update_member_balances(
+/// Moves the cached balances of the member accounts in one statement (balance + CASE id WHEN
+/// … THEN delta END) and, if asked, reads the member's balances after it: on SQLite in the
+/// same call, after whatever the script has queued.
+async fn update_and_read(
     connection: &mut AnyConnection,
+    script: &mut Script,
     merchant_id: &str,
     deltas: &BTreeMap<&str, i64>,
-) -> Result<BTreeMap<String, i64>, CoreError> {
-    if deltas.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    // One statement for every account: balance + CASE id WHEN … THEN delta END.
-    let mut case = String::from("CASE id");
-    let mut ids = String::new();
-    for index in 0..deltas.len() {
-        let id_param = 2 + index * 2;
-        case.push_str(&format!(" WHEN ${} THEN ${}", id_param, id_param + 1));
-        if index > 0 {
-            ids.push_str(", ");
+    read_member: Option<&str>,
+    now: i64,
+) -> Result<(BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
+    let mut sql = String::new();
+    let mut values: Vec<SqlValue> = vec![merchant_id.into()];
+    if !deltas.is_empty() {
+        let mut case = String::from("CASE id");
+        let mut ids = String::new();
+        for index in 0..deltas.len() {
+            let id_param = 2 + index * 2;
+            case.push_str(&format!(" WHEN ${} THEN ${}", id_param, id_param + 1));
+            if index > 0 {
+                ids.push_str(", ");
+            }
+            ids.push_str(&format!("${id_param}"));
         }
-        ids.push_str(&format!("${id_param}"));
+        case.push_str(" ELSE 0 END");
+        sql = format!(
+            "UPDATE accounts SET balance = balance + {case}, version = version + 1 \
+             WHERE merchant_id = $1 AND id IN ({ids}) \
+             RETURNING 'touched' AS row_kind, id, balance AS amount"
+        );
+        for (account_id, delta) in deltas {
+            values.push((*account_id).into());
+            values.push((*delta).into());
+        }
     }
-    case.push_str(" ELSE 0 END");
-    let sql = format!(
-        "UPDATE accounts SET balance = balance + {case}, version = version + 1 \
-         WHERE merchant_id = $1 AND id IN ({ids}) RETURNING id, balance"
-    );
-    let mut query = sqlx::query(&sql).bind(merchant_id);
-    for (account_id, delta) in deltas {
-        query = query.bind(*account_id).bind(*delta);
+    let read_values = |member_id: &str| -> Vec<SqlValue> {
+        vec![
+            member_id.into(),
+            now.into(),
+            EXPIRY_WINDOW_MICROS.into(),
+            EXPIRING_LOTS_SUMMED_MAX.into(),
+        ]
+    };
+    let rows = match (read_member, script.backend()) {
+        (None, _) if deltas.is_empty() => Vec::new(),
+        (None, _) => script.fetch_after(connection, &sql, values).await?,
+        (Some(member_id), Backend::Sqlite) => {
+            let read = balances_sql(1, values.len() + 1);
+            let sql = if sql.is_empty() {
+                read
+            } else {
+                format!("{sql};\n{read}")
+            };
+            values.extend(read_values(member_id));
+            script.fetch_after(connection, &sql, values).await?
+        }
+        (Some(member_id), Backend::Postgres) => {
+            let mut rows = if deltas.is_empty() {
+                script.flush(connection).await?;
+                Vec::new()
+            } else {
+                script.fetch_after(connection, &sql, values).await?
+            };
+            let mut read_all: Vec<SqlValue> = vec![merchant_id.into()];
+            read_all.extend(read_values(member_id));
+            rows.extend(
+                script
+                    .fetch_after(connection, &balances_sql(1, 2), read_all)
+                    .await?,
+            );
+            rows
+        }
+    };
+    let mut touched = BTreeMap::new();
+    let mut balance_rows = Vec::new();
+    for row in rows {
+        if row.try_get::<String, _>("row_kind")? == "touched" {
+            touched.insert(row.try_get("id")?, row.try_get("amount")?);
+        } else {
+            balance_rows.push(row);
+        }
     }
-    let rows = query.fetch_all(&mut *connection).await?;
-    if rows.len() != deltas.len() {
+    if touched.len() != deltas.len() {
         return Err(CoreError::Internal(format!(
             "posting to {} missing member accounts",
-            deltas.len() - rows.len()
+            deltas.len() - touched.len()
         )));
     }
-    let mut balances = BTreeMap::new();
-    for row in rows {
-        balances.insert(row.try_get("id")?, row.try_get("balance")?);
-    }
-    Ok(balances)
+    Ok((touched, balance_rows))
 }
 
 /// The cached balances of all the member's accounts, by account id.
@@ -381,29 +466,79 @@ pub async fn balances(
     now: i64,
     queued_lots: &[(i64, Option<i64>)],
 ) -> Result<Balances, CoreError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&balances_sql(1, 2))
+        .bind(merchant_id)
+        .bind(member_id)
+        .bind(now)
+        .bind(EXPIRY_WINDOW_MICROS)
+        .bind(EXPIRING_LOTS_SUMMED_MAX)
+        .fetch_all(&mut *connection)
+        .await?;
+    balances_from_rows(
+        connection,
+        rows,
+        merchant_id,
+        member_id,
+        exponent,
+        queued_lots,
+    )
+    .await
+}
+
+/// The rows of the balances query, after whatever the script has queued.
+pub async fn balance_rows(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    merchant_id: &str,
+    member_id: &str,
+    now: i64,
+) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
+    let values: Vec<SqlValue> = vec![
+        merchant_id.into(),
+        member_id.into(),
+        now.into(),
+        EXPIRY_WINDOW_MICROS.into(),
+        EXPIRING_LOTS_SUMMED_MAX.into(),
+    ];
+    script
+        .fetch_after(connection, &balances_sql(1, 2), values)
+        .await
+}
+
+/// The balances query with the merchant at `$merchant` and the member, now, the expiry
+/// window and the lot limit at `$first`, `$first+1`, … (so it can follow another statement).
+fn balances_sql(merchant: usize, first: usize) -> String {
+    let (member, now, window, limit) = (first, first + 1, first + 2, first + 3);
+    format!(
         "SELECT 'account' AS row_kind, id, balance AS amount, CAST(NULL AS BIGINT) AS at, \
                 CAST(NULL AS TEXT) AS package_id, CAST(NULL AS TEXT) AS name \
-         FROM accounts WHERE merchant_id = $1 AND member_id = $2 AND kind <> 'count_card' \
+         FROM accounts WHERE merchant_id = ${merchant} AND member_id = ${member} AND kind <> 'count_card' \
          UNION ALL \
          SELECT 'expiring', '', CAST(COALESCE(SUM(remaining), 0) AS BIGINT), MIN(expires_at), NULL, NULL \
-         FROM (SELECT remaining, expires_at FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-             AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < ( \
-                 SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-                 AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL) + $4 \
-             ORDER BY expires_at LIMIT $5) AS expiring \
+         FROM (SELECT remaining, expires_at FROM point_lots WHERE merchant_id = ${merchant} \
+             AND member_id = ${member} AND state = 'active' AND remaining > 0 \
+             AND expires_at IS NOT NULL AND expires_at < ( \
+                 SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = ${merchant} \
+                 AND member_id = ${member} AND state = 'active' AND remaining > 0 \
+                 AND expires_at IS NOT NULL) + ${window} \
+             ORDER BY expires_at LIMIT ${limit}) AS expiring \
          UNION ALL \
          SELECT 'card', c.id, a.balance, c.expires_at, c.package_id, c.name FROM count_cards c \
          JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
-         WHERE c.merchant_id = $1 AND c.member_id = $2 AND a.balance > 0 AND c.expires_at > $3",
+         WHERE c.merchant_id = ${merchant} AND c.member_id = ${member} AND a.balance > 0 \
+         AND c.expires_at > ${now}"
     )
-    .bind(merchant_id)
-    .bind(member_id)
-    .bind(now)
-    .bind(EXPIRY_WINDOW_MICROS)
-    .bind(EXPIRING_LOTS_SUMMED_MAX)
-    .fetch_all(&mut *connection)
-    .await?;
+}
+
+/// Balances from the rows of [`balances_sql`].
+pub async fn balances_from_rows(
+    connection: &mut AnyConnection,
+    rows: Vec<sqlx::any::AnyRow>,
+    merchant_id: &str,
+    member_id: &str,
+    exponent: u32,
+    queued_lots: &[(i64, Option<i64>)],
+) -> Result<Balances, CoreError> {
     let mut accounts: BTreeMap<String, i64> = BTreeMap::new();
     let mut stored_expiry: Option<(i64, i64)> = None;
     let mut count_cards = Vec::new();

@@ -15,8 +15,8 @@ use crate::db::{from_unix_micros, new_id, Script, SqlValue};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
 use crate::ledger::{
-    self, balances, count_card_account_id, member_account_balances, member_account_id, record,
-    Balances, NewTransaction, Posting, POINTS, USES,
+    self, count_card_account_id, member_account_balances, member_account_id, record,
+    record_and_read, Balances, NewTransaction, Posting, POINTS, USES,
 };
 use crate::merchants::Merchant;
 use crate::money::{format_money, parse_money, parse_positive_money, split_largest_remainder};
@@ -805,19 +805,21 @@ impl Context<'_> {
     fn money(&self, minor: i64) -> String {
         format_money(minor, self.merchant.currency_exponent)
     }
-    /// Balances after the command; `queued_lots` (remaining, expires_at) are its lots not yet written.
-    async fn balances(
+    /// Balances from rows read with the command's ledger update; `queued_lots` (remaining,
+    /// expires_at) are its lots not yet written.
+    async fn balances_from(
         &self,
         connection: &mut AnyConnection,
+        rows: Vec<sqlx::any::AnyRow>,
         member_id: &str,
         queued_lots: &[(i64, Option<i64>)],
     ) -> Result<Balances, CoreError> {
-        balances(
+        crate::ledger::balances_from_rows(
             connection,
+            rows,
             &self.merchant.id,
             member_id,
             self.merchant.currency_exponent,
-            self.now,
             queued_lots,
         )
         .await
@@ -1028,8 +1030,15 @@ async fn purchase(
     // A debt is repaid by new points before they form a lot, so the earning may go through
     // a negative balance (only possible when the merchant allows debts).
     transaction.negative_allowed = vec![points_account.clone()];
-    let (transaction_id, new_balances) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, new_balances, mut balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     let mut lot_id = None;
     let mut queued_lots = Vec::new();
     if points_awarded > 0 {
@@ -1071,6 +1080,15 @@ async fn purchase(
                 Posting::merchant("points_breakage", POINTS, expired),
             ];
             record(connection, script, &merchant.id, context.now, expiry).await?;
+            // the balances read with the purchase no longer hold
+            balance_rows = crate::ledger::balance_rows(
+                connection,
+                script,
+                &merchant.id,
+                member_id,
+                context.now,
+            )
+            .await?;
         }
         lot_id = Some(id);
     }
@@ -1111,7 +1129,7 @@ async fn purchase(
         stored_value_paid,
         transaction_id,
         balances: context
-            .balances(connection, member_id, &queued_lots)
+            .balances_from(connection, balance_rows, member_id, &queued_lots)
             .await?,
     };
     Ok(created(&receipt))
@@ -1412,8 +1430,15 @@ async fn refund(
     if points_debt > 0 {
         transaction.negative_allowed = vec![points_account.clone()];
     }
-    let (transaction_id, new_balances) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, new_balances, balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        &member_id,
+    )
+    .await?;
     let mut queued_lots = Vec::new();
     if let Some(points) = returned_points_lot {
         // Points paid come back as a lot with the latest expiry of the lots they came from.
@@ -1483,7 +1508,7 @@ async fn refund(
         vec![(&merchant.id).into(), (&member_id).into(), amount.into()],
     );
     let balances = context
-        .balances(connection, &member_id, &queued_lots)
+        .balances_from(connection, balance_rows, &member_id, &queued_lots)
         .await?;
     let receipt_body = |balances: Balances| RefundReceipt {
         id: refund_id.clone(),
@@ -1523,13 +1548,22 @@ async fn redeem(
         Posting::member(member_account_id(member_id, "points"), POINTS, -points),
         Posting::merchant("points_redeemed", POINTS, points),
     ];
-    let (transaction_id, _) =
-        record(connection, script, merchant_id, context.now, transaction).await?;
+    let (transaction_id, _, balance_rows) = record_and_read(
+        connection,
+        script,
+        merchant_id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     Ok(created(&PointsReceipt {
         transaction_id,
         points,
         reason: reason.trim().to_string(),
-        balances: context.balances(connection, member_id, &[]).await?,
+        balances: context
+            .balances_from(connection, balance_rows, member_id, &[])
+            .await?,
     }))
 }
 
@@ -1560,8 +1594,15 @@ async fn adjust(
             )));
         }
     }
-    let (transaction_id, new_balances) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, new_balances, balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     let mut queued_lots = Vec::new();
     if points > 0 {
         let balance_after = new_balances.get(&points_account).copied().unwrap_or(0);
@@ -1588,7 +1629,7 @@ async fn adjust(
         points,
         reason: reason.trim().to_string(),
         balances: context
-            .balances(connection, member_id, &queued_lots)
+            .balances_from(connection, balance_rows, member_id, &queued_lots)
             .await?,
     }))
 }
@@ -1623,13 +1664,22 @@ async fn top_up(
             bonus,
         ),
     ];
-    let (transaction_id, _) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _, balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     Ok(created(&TopUpReceipt {
         transaction_id,
         amount: context.money(amount),
         bonus: context.money(bonus),
-        balances: context.balances(connection, member_id, &[]).await?,
+        balances: context
+            .balances_from(connection, balance_rows, member_id, &[])
+            .await?,
     }))
 }
 
@@ -1696,8 +1746,15 @@ async fn sell_count_card(
             bonus: context.money(bonus),
         });
     }
-    let (transaction_id, _) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _, balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     Ok(created(&CountCardReceipt {
         transaction_id,
         card: CountCardView {
@@ -1709,7 +1766,9 @@ async fn sell_count_card(
             expires_at: from_unix_micros(expires_at),
         },
         stored_value_paid,
-        balances: context.balances(connection, member_id, &[]).await?,
+        balances: context
+            .balances_from(connection, balance_rows, member_id, &[])
+            .await?,
     }))
 }
 
@@ -1756,14 +1815,23 @@ async fn consume(
         Posting::member(account_id, USES, -uses),
         Posting::merchant("count_card_uses_consumed", USES, uses),
     ];
-    let (transaction_id, _) =
-        record(connection, script, &merchant.id, context.now, transaction).await?;
+    let (transaction_id, _, balance_rows) = record_and_read(
+        connection,
+        script,
+        &merchant.id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
     Ok(created(&ConsumptionReceipt {
         transaction_id,
         card_id: card_id.to_string(),
         uses,
         remaining: balance - uses,
-        balances: context.balances(connection, member_id, &[]).await?,
+        balances: context
+            .balances_from(connection, balance_rows, member_id, &[])
+            .await?,
     }))
 }
 

@@ -8,7 +8,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{new_id, Backend, Script};
+use crate::db::{new_id, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::ledger::{
     member_account_id, record, NewTransaction, Posting, LOTS_PER_SPEND_MAX, POINTS,
@@ -242,14 +242,18 @@ pub async fn lock_and_settle(
     };
     let rows = match script.backend() {
         Backend::Sqlite => {
+            // One call: the command's queued savepoint, the lock, the due lots.
             let sql = format!("{lock_sql};\n{}", due_lots_sql(lock_params + 1));
-            let mut query = sqlx::query(&sql).bind(merchant_id).bind(member_id);
+            let mut values: Vec<SqlValue> = vec![merchant_id.into(), member_id.into()];
             if let Some(stats) = purchase {
-                query = query.bind(stats.total).bind(stats.occurred_at);
+                values.push(stats.total.into());
+                values.push(stats.occurred_at.into());
             }
-            query.bind(now).fetch_all(&mut *connection).await?
+            values.push(now.into());
+            script.fetch_after(connection, &sql, values).await?
         }
         Backend::Postgres => {
+            script.flush(connection).await?;
             let mut query = sqlx::query(&lock_sql).bind(merchant_id).bind(member_id);
             if let Some(stats) = purchase {
                 query = query.bind(stats.total).bind(stats.occurred_at);

@@ -254,11 +254,9 @@ async fn run_in_savepoint(
     backend: Backend,
     submission: &Submission,
 ) -> Result<Result<Outcome, CoreError>, CoreError> {
-    sqlx::query("SAVEPOINT command")
-        .execute(&mut *connection)
-        .await?;
     let merchant_id = &submission.merchant.id;
     let mut script = Script::new(backend);
+    script.open_savepoint(connection, "command").await?;
     let mut result = submission
         .command
         .execute(
@@ -306,12 +304,15 @@ async fn run_in_savepoint(
             Ok(Ok(outcome))
         }
         Err(error) => {
-            sqlx::query("ROLLBACK TO SAVEPOINT command")
-                .execute(&mut *connection)
-                .await?;
-            sqlx::query("RELEASE SAVEPOINT command")
-                .execute(&mut *connection)
-                .await?;
+            // A savepoint still only queued means nothing of the command reached the database.
+            if !script.savepoint_queued() {
+                sqlx::query("ROLLBACK TO SAVEPOINT command")
+                    .execute(&mut *connection)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT command")
+                    .execute(&mut *connection)
+                    .await?;
+            }
             // A duplicate may fail on the state its twin left (a refund of the rest finds
             // nothing left) or on the key's row itself: either way it answers as the twin did.
             if let Some(claim) = &submission.claim {
