@@ -115,6 +115,8 @@ CREATE TABLE point_lots (
 );
 -- covers the next-expiry sum and the FIFO spend order without touching the table
 CREATE INDEX point_lots_member ON point_lots (merchant_id, member_id, state, expires_at, remaining);
+-- per member: the settlement of one member must not walk the merchant-wide index below
+CREATE INDEX point_lots_member_activation ON point_lots (merchant_id, member_id, state, activates_at);
 CREATE INDEX point_lots_activation ON point_lots (state, activates_at);
 CREATE INDEX point_lots_expiry ON point_lots (state, expires_at);
 

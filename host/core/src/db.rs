@@ -13,10 +13,13 @@ pub const POOL_CONNECTIONS_MAX: u32 = 16;
 /// A statement slower than this is logged as a warning.
 pub const SLOW_STATEMENT_MS: u64 = 500;
 /// Page cache per SQLite connection, in KiB.
-pub const SQLITE_CACHE_KIB: u32 = 16 * 1024;
-/// How often the WAL is checkpointed into the database file. Checkpoints run here, off the
-/// writer's commit path, instead of inside whichever commit crosses the WAL size threshold.
-pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+pub const SQLITE_CACHE_KIB: u32 = 64 * 1024;
+/// WAL pages after which a commit checkpoints (SQLite's own mechanism: a checkpoint run by
+/// the committing connection can also restart the WAL, which a background one competing with
+/// readers rarely can, and then the WAL grows without bound).
+pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 4_000;
+/// Size the WAL file is truncated back to after a checkpoint restarts it.
+pub const SQLITE_WAL_BYTES_KEPT: u64 = 64 * 1024 * 1024;
 
 /// How long a SQLite statement waits for another connection's write lock before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
@@ -46,8 +49,8 @@ impl Database {
         };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|error| CoreError::Config(format!("bad database url: {error}")))?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            // Every statement at trace level only; a slow one is a warning an operator sees.
+            // Statements are not logged; a slow one is a warning an operator sees.
+            .log_statements(tracing::log::LevelFilter::Off)
             .log_slow_statements(
                 tracing::log::LevelFilter::Warn,
                 Duration::from_millis(SLOW_STATEMENT_MS),
@@ -57,6 +60,14 @@ impl Database {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |connection, _meta| {
                 Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        // Plan every execution with its real parameters: a generic plan cached
+                        // while a table was nearly empty (a sequential scan) would otherwise
+                        // stay in use as the table grows, until the next ANALYZE.
+                        connection
+                            .execute("SET plan_cache_mode = force_custom_plan")
+                            .await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL so readers never block the writer; FULL so an acknowledged commit
                         // survives power loss, not only a process crash.
@@ -67,7 +78,8 @@ impl Database {
                                      PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                                      PRAGMA foreign_keys = ON; \
                                      PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
-                                     PRAGMA wal_autocheckpoint = 0; \
+                                     PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
+                                     PRAGMA journal_size_limit = {SQLITE_WAL_BYTES_KEPT}; \
                                      PRAGMA temp_store = MEMORY;"
                                 )
                                 .as_str(),
@@ -87,27 +99,6 @@ impl Database {
             .run(&self.pool)
             .await
             .map_err(|error| CoreError::Internal(format!("migration failed: {error}")))
-    }
-
-    /// Checkpoints SQLite's WAL in the background (no-op on PostgreSQL). Runs until the pool closes.
-    pub fn spawn_checkpointer(&self) {
-        if self.backend != Backend::Sqlite {
-            return;
-        }
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let mut ticker =
-                tokio::time::interval(Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_MS));
-            while !pool.is_closed() {
-                ticker.tick().await;
-                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(%error, "WAL checkpoint failed");
-                }
-            }
-        });
     }
 
     /// The statement that opens a write transaction. SQLite takes the write lock at once so a

@@ -63,7 +63,6 @@ impl Writer {
             (Backend::Postgres, 0) => POSTGRES_LANES_DEFAULT,
             (Backend::Postgres, lanes) => lanes,
         };
-        database.spawn_checkpointer();
         let senders = (0..lanes)
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(LANE_QUEUE_DEPTH_MAX);
