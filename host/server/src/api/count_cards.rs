@@ -10,7 +10,7 @@ use loyalty_core::operations::{
 };
 use loyalty_core::stores::{self, CountCardPackage, NewCountCardPackage};
 
-use crate::api::{replay, submit, Page};
+use crate::api::{value_moving, Page};
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Auth, Idempotent, PageParams};
 use crate::AppState;
@@ -76,25 +76,28 @@ pub async fn sell(
     Path(member_id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: CountCardSaleRequest = idempotent.parse()?;
-    operations::prepare_count_card_sale(&request)?;
-    let package = stores::package_terms(
-        &state.database.pool,
-        &principal.merchant.id,
-        &request.package_id,
+    value_moving(
+        &state,
+        &auth,
+        Scope::Pos,
+        idempotent,
+        async |principal, request: CountCardSaleRequest| {
+            operations::prepare_count_card_sale(&request)?;
+            let package = stores::package_terms(
+                &state.database.pool,
+                &principal.merchant.id,
+                &request.package_id,
+            )
+            .await?;
+            Ok(Command::SellCountCard {
+                member_id,
+                store_id: request.store_id,
+                package,
+                method: request.payment_method,
+            })
+        },
     )
-    .await?;
-    let command = Command::SellCountCard {
-        member_id,
-        store_id: request.store_id,
-        package,
-        method: request.payment_method,
-    };
-    submit(&state, principal, idempotent, command).await
+    .await
 }
 
 /// Use a count card. Needs an Idempotency-Key.
@@ -108,17 +111,20 @@ pub async fn consume(
     Path((member_id, card_id)): Path<(String, String)>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: ConsumptionRequest = idempotent.parse()?;
-    operations::prepare_consumption(&request)?;
-    let command = Command::Consume {
-        member_id,
-        card_id,
-        store_id: request.store_id,
-        uses: request.uses,
-    };
-    submit(&state, principal, idempotent, command).await
+    value_moving(
+        &state,
+        &auth,
+        Scope::Pos,
+        idempotent,
+        async |_, request: ConsumptionRequest| {
+            operations::prepare_consumption(&request)?;
+            Ok(Command::Consume {
+                member_id,
+                card_id,
+                store_id: request.store_id,
+                uses: request.uses,
+            })
+        },
+    )
+    .await
 }

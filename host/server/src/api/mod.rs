@@ -12,14 +12,14 @@ pub mod stores;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use loyalty_core::merchants::Principal;
+use loyalty_core::merchants::{Principal, Scope};
 use loyalty_core::operations::{Command, Outcome};
 use loyalty_core::writer::{lookup, Submission};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::extract::Idempotent;
+use crate::extract::{Auth, Idempotent};
 use crate::AppState;
 
 /// A page of a list: pass `next_cursor` as `cursor` for the next page; null at the end.
@@ -53,7 +53,7 @@ pub fn respond(outcome: Outcome) -> Response {
 }
 
 /// Answers a retry from the stored response without touching the writer.
-pub async fn replay(
+async fn replay(
     state: &AppState,
     principal: &Principal,
     idempotent: &Idempotent,
@@ -70,8 +70,27 @@ pub async fn replay(
     }
 }
 
+/// Every value-moving endpoint: the scope, then a used key answered from its record, then
+/// the body parsed and turned into a command by `prepare`, then the command through the
+/// writer under the key.
+pub async fn value_moving<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    auth: &Auth,
+    scope: Scope,
+    idempotent: Idempotent,
+    prepare: impl AsyncFnOnce(&Principal, T) -> Result<Command, ApiError>,
+) -> Result<Response, ApiError> {
+    let principal = auth.require(scope)?;
+    if let Some(response) = replay(state, principal, &idempotent).await? {
+        return Ok(response);
+    }
+    let request: T = idempotent.parse()?;
+    let command = prepare(principal, request).await?;
+    submit(state, principal, idempotent, command).await
+}
+
 /// Sends a validated command through the writer under the request's Idempotency-Key.
-pub async fn submit(
+async fn submit(
     state: &AppState,
     principal: &Principal,
     idempotent: Idempotent,

@@ -5,7 +5,7 @@ use axum::response::Response;
 use loyalty_core::merchants::Scope;
 use loyalty_core::operations::{self, Command, PointsReceipt, PointsRequest};
 
-use crate::api::{replay, submit};
+use crate::api::value_moving;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{Auth, Idempotent};
 use crate::AppState;
@@ -20,18 +20,21 @@ pub async fn redeem(
     Path(member_id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: PointsRequest = idempotent.parse()?;
-    operations::prepare_points(&request, false)?;
-    let command = Command::Redeem {
-        member_id,
-        points: request.points,
-        reason: request.reason,
-    };
-    submit(&state, principal, idempotent, command).await
+    value_moving(
+        &state,
+        &auth,
+        Scope::Pos,
+        idempotent,
+        async |_, request: PointsRequest| {
+            operations::prepare_points(&request, false)?;
+            Ok(Command::Redeem {
+                member_id,
+                points: request.points,
+                reason: request.reason,
+            })
+        },
+    )
+    .await
 }
 
 /// Add or remove points by hand (admin), with a reason. Removing more than is available
@@ -45,16 +48,19 @@ pub async fn adjust(
     Path(member_id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Admin)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: PointsRequest = idempotent.parse()?;
-    operations::prepare_points(&request, true)?;
-    let command = Command::Adjust {
-        member_id,
-        points: request.points,
-        reason: request.reason,
-    };
-    submit(&state, principal, idempotent, command).await
+    value_moving(
+        &state,
+        &auth,
+        Scope::Admin,
+        idempotent,
+        async |_, request: PointsRequest| {
+            operations::prepare_points(&request, true)?;
+            Ok(Command::Adjust {
+                member_id,
+                points: request.points,
+                reason: request.reason,
+            })
+        },
+    )
+    .await
 }

@@ -6,9 +6,8 @@ use loyalty_core::merchants::Scope;
 use loyalty_core::operations::{
     self, Command, PurchaseReceipt, PurchaseRequest, RefundReceipt, RefundRequest,
 };
-use loyalty_core::CoreError;
 
-use crate::api::{replay, submit};
+use crate::api::value_moving;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{Auth, Idempotent};
 use crate::AppState;
@@ -24,18 +23,22 @@ pub async fn create(
     auth: Auth,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: PurchaseRequest = idempotent.parse()?;
-    let command = operations::prepare_purchase(
-        &principal.merchant,
-        &request,
-        state.earn_policy.as_ref(),
-        state.clock.now(),
-    )?;
-    submit(&state, principal, idempotent, Command::Purchase(command)).await
+    value_moving(
+        &state,
+        &auth,
+        Scope::Pos,
+        idempotent,
+        async |principal, request: PurchaseRequest| {
+            let command = operations::prepare_purchase(
+                &principal.merchant,
+                &request,
+                state.earn_policy.as_ref(),
+                state.clock.now(),
+            )?;
+            Ok(Command::Purchase(command))
+        },
+    )
+    .await
 }
 
 /// Refund items or an amount of a purchase (or, with neither, the rest of it). Points are
@@ -49,32 +52,24 @@ pub async fn refund(
     Path(id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: RefundRequest = idempotent.parse()?;
-    let scope = operations::prepare_refund(&principal.merchant, &request)?;
-    let member_id: String = sqlx_member_of_purchase(&state, &principal.merchant.id, &id).await?;
-    submit(
+    value_moving(
         &state,
-        principal,
+        &auth,
+        Scope::Pos,
         idempotent,
-        Command::Refund {
-            purchase_id: id,
-            member_id,
-            scope,
+        async |principal, request: RefundRequest| {
+            let scope = operations::prepare_refund(&principal.merchant, &request)?;
+            let member_id =
+                operations::purchase_member(&state.database.pool, &principal.merchant.id, &id)
+                    .await?;
+            Ok(Command::Refund {
+                purchase_id: id,
+                member_id,
+                scope,
+            })
         },
     )
     .await
-}
-
-async fn sqlx_member_of_purchase(
-    state: &AppState,
-    merchant_id: &str,
-    purchase_id: &str,
-) -> Result<String, CoreError> {
-    loyalty_core::operations::purchase_member(&state.database.pool, merchant_id, purchase_id).await
 }
 
 /// A purchase with its lines, payments and refunds.

@@ -5,7 +5,7 @@ use axum::response::Response;
 use loyalty_core::merchants::Scope;
 use loyalty_core::operations::{self, Command, TopUpReceipt, TopUpRequest};
 
-use crate::api::{replay, submit};
+use crate::api::value_moving;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{Auth, Idempotent};
 use crate::AppState;
@@ -21,17 +21,20 @@ pub async fn top_up(
     Path(member_id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    let principal = auth.require(Scope::Pos)?;
-    if let Some(response) = replay(&state, principal, &idempotent).await? {
-        return Ok(response);
-    }
-    let request: TopUpRequest = idempotent.parse()?;
-    let amount = operations::prepare_top_up(&principal.merchant, &request)?;
-    let command = Command::TopUp {
-        member_id,
-        store_id: request.store_id,
-        amount,
-        method: request.payment_method,
-    };
-    submit(&state, principal, idempotent, command).await
+    value_moving(
+        &state,
+        &auth,
+        Scope::Pos,
+        idempotent,
+        async |principal, request: TopUpRequest| {
+            let amount = operations::prepare_top_up(&principal.merchant, &request)?;
+            Ok(Command::TopUp {
+                member_id,
+                store_id: request.store_id,
+                amount,
+                method: request.payment_method,
+            })
+        },
+    )
+    .await
 }
