@@ -52,22 +52,7 @@ async fn raw(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.expect("the server answers");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let text = response.text().await.expect("a body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response {
-        status,
-        content_type,
-        text,
-        json,
-    }
+    Response::read(request.send().await.expect("the server answers")).await
 }
 
 /// A merchant with one store, ready for business.

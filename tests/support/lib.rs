@@ -330,7 +330,8 @@ pub struct Response {
 }
 
 impl Response {
-    async fn read(response: reqwest::Response) -> Response {
+    /// Reads status, content type and body (parsed as JSON when it is JSON).
+    pub async fn read(response: reqwest::Response) -> Response {
         let status = response.status().as_u16();
         let content_type = response
             .headers()
