@@ -65,14 +65,7 @@ struct Shop {
 async fn shop(backend: Backend) -> Shop {
     let server = TestServer::start(backend).await;
     let merchant = server.merchant("Cafe", "CNY").await;
-    let store = server
-        .post(
-            "/v1/stores",
-            &merchant.key,
-            &json!({"code": "S1", "name": "One"}),
-        )
-        .await
-        .id();
+    let store = server.store(&merchant.key).await;
     Shop {
         server,
         merchant,
@@ -2237,14 +2230,7 @@ async fn idempotency(backend: Backend) {
 
     // Keys are per merchant: another merchant may use the same key.
     let other_merchant = server.merchant("Other", "CNY").await;
-    let other_store = server
-        .post(
-            "/v1/stores",
-            &other_merchant.key,
-            &json!({"code": "S1", "name": "One"}),
-        )
-        .await
-        .id();
+    let other_store = server.store(&other_merchant.key).await;
     let other_member = server
         .post(
             "/v1/members",

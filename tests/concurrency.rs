@@ -128,17 +128,7 @@ async fn setup(server: &TestServer) -> World {
             )
             .await
             .ok(200);
-        let store = server
-            .post(
-                "/v1/stores",
-                &merchant.key,
-                &json!({"code": "S1", "name": "One"}),
-            )
-            .await
-            .ok(201)["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let store = server.store(&merchant.key).await;
         let package = server
             .post(
                 "/v1/count-card-packages",

@@ -26,10 +26,7 @@ struct Tenant {
 async fn tenant(server: &TestServer, name: &str) -> Tenant {
     let merchant = server.merchant(name, "CNY").await;
     let key = merchant.key.clone();
-    let store = server
-        .post("/v1/stores", &key, &json!({"code": "S1", "name": "One"}))
-        .await
-        .id();
+    let store = server.store(&key).await;
     // The same phone and external id at both merchants: identities are per merchant.
     let member = server
         .post(

@@ -1029,17 +1029,7 @@ async fn run_case(server: &TestServer, case_number: u64, case: &Case) {
         .patch("/v1/merchant", &merchant.key, &patch)
         .await
         .ok(200);
-    let store = server
-        .post(
-            "/v1/stores",
-            &merchant.key,
-            &json!({"code": "S1", "name": "One"}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let store = server.store(&merchant.key).await;
     let mut packages = Vec::new();
     for (index, (uses, price, valid_days)) in PACKAGES.iter().enumerate() {
         let response = server

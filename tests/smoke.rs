@@ -5,17 +5,7 @@ use loyalty_tests::{backend_tests, json, Backend, TestServer};
 async fn purchase_and_refund(backend: Backend) {
     let server = TestServer::start(backend).await;
     let merchant = server.merchant("Cafe", "CNY").await;
-    let store = server
-        .post(
-            "/v1/stores",
-            &merchant.key,
-            &json!({"code": "S1", "name": "One"}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let store = server.store(&merchant.key).await;
     let member = server
         .post(
             "/v1/members",

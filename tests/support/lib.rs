@@ -275,6 +275,16 @@ impl TestServer {
         }
     }
 
+    /// A store (code S1) of the merchant with this key; returns its id.
+    pub async fn store(&self, key: &str) -> String {
+        self.post("/v1/stores", key, &json!({"code": "S1", "name": "One"}))
+            .await
+            .ok(201)["id"]
+            .as_str()
+            .expect("a store id")
+            .to_string()
+    }
+
     /// Runs `loyalty verify`'s checks against this server's database; panics on a violation.
     pub async fn verify(&self) {
         let report = loyalty_core::verify::verify(&self.state.database.pool)
