@@ -297,10 +297,6 @@ impl Script {
         self.values.extend(values);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.statements.is_empty()
-    }
-
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -357,6 +353,22 @@ fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
     query
 }
 
+/// The `VALUES` rows of a multi-row INSERT: each row starts with the `shared` parameters
+/// `$1…$shared`, then takes its own `per_row` parameters in order, then `tail` (literals).
+/// `values_rows(2, 2, 2, "")` is `($1, $2, $3, $4), ($1, $2, $5, $6)`.
+pub fn values_rows(shared: usize, per_row: usize, rows: usize, tail: &str) -> String {
+    let shared_params: Vec<String> = (1..=shared).map(|index| format!("${index}")).collect();
+    (0..rows)
+        .map(|row| {
+            let base = shared + 1 + row * per_row;
+            let own = (base..base + per_row).map(|index| format!("${index}"));
+            let params: Vec<String> = shared_params.iter().cloned().chain(own).collect();
+            format!("({}{tail})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `$k` → `$(k + offset)`. Our SQL has no `$` inside literals.
 fn renumber(sql: &str, offset: usize) -> String {
     if offset == 0 {
@@ -382,6 +394,15 @@ fn renumber(sql: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn builds_values_rows() {
+        assert_eq!(
+            super::values_rows(2, 2, 2, ""),
+            "($1, $2, $3, $4), ($1, $2, $5, $6)"
+        );
+        assert_eq!(super::values_rows(1, 1, 1, ", 0"), "($1, $2, 0)");
+    }
+
     #[test]
     fn renumbers_parameters() {
         assert_eq!(

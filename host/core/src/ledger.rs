@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, Backend, Script, SqlValue};
+use crate::db::{from_unix_micros, new_id, values_rows, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::money::format_money;
 
@@ -222,22 +222,13 @@ async fn record_inner(
         ],
     );
     if !postings.is_empty() {
-        let mut sql = String::from(
-            "INSERT INTO postings (merchant_id, transaction_id, seq, account_id, asset, amount) VALUES ",
+        let sql = format!(
+            "INSERT INTO postings (merchant_id, transaction_id, seq, account_id, asset, amount) \
+             VALUES {}",
+            values_rows(2, 4, postings.len(), "")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), (&transaction_id).into()];
         for (seq, posting) in postings.iter().enumerate() {
-            let base = 3 + seq * 4;
-            if seq > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "($1, $2, ${}, ${}, ${}, ${})",
-                base,
-                base + 1,
-                base + 2,
-                base + 3
-            ));
             values.push(i64::try_from(seq).expect("few postings").into());
             values.push((&posting.account_id).into());
             values.push((&posting.asset).into());

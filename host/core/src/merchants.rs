@@ -341,15 +341,6 @@ pub async fn get_merchant(pool: &AnyPool, merchant_id: &str) -> Result<Merchant,
     merchant_from_row(&row)
 }
 
-pub async fn list_merchant_ids(pool: &AnyPool) -> Result<Vec<String>, CoreError> {
-    let rows = sqlx::query("SELECT merchant_id FROM merchants ORDER BY merchant_id")
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|row| row.try_get("merchant_id").map_err(CoreError::from))
-        .collect()
-}
-
 pub async fn update_merchant(
     pool: &AnyPool,
     merchant: &Merchant,

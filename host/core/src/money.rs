@@ -5,7 +5,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
-use crate::error::{CoreError, FieldError};
+use crate::error::FieldError;
 
 /// Largest amount of money accepted in one field, in major units: keeps every sum far
 /// below i64 overflow even after multiplying by a points rate.
@@ -150,10 +150,6 @@ pub fn multiply_floor(amount: i64, rate: Decimal) -> i64 {
         .floor()
         .to_i64()
         .expect("rates are bounded so the product fits")
-}
-
-pub fn parse_error(errors: Vec<FieldError>) -> CoreError {
-    CoreError::Validation(errors)
 }
 
 #[cfg(test)]

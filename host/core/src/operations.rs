@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, Script, SqlValue};
+use crate::db::{from_unix_micros, new_id, values_rows, Script, SqlValue};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
 use crate::ledger::{
@@ -1140,26 +1140,13 @@ const LINES_PER_INSERT_MAX: usize = 50;
 
 fn queue_lines(script: &mut Script, merchant_id: &str, purchase_id: &str, lines: &[PurchaseLine]) {
     for (chunk_index, chunk) in lines.chunks(LINES_PER_INSERT_MAX).enumerate() {
-        let mut sql = String::from(
+        let sql = format!(
             "INSERT INTO purchase_items (merchant_id, purchase_id, line, sku, name, category, \
-             quantity, unit_price, total, refunded_quantity) VALUES ",
+             quantity, unit_price, total, refunded_quantity) VALUES {}",
+            values_rows(2, 7, chunk.len(), ", 0")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), purchase_id.into()];
         for (index, line) in chunk.iter().enumerate() {
-            let base = 3 + index * 7;
-            if index > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "($1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 0)",
-                base,
-                base + 1,
-                base + 2,
-                base + 3,
-                base + 4,
-                base + 5,
-                base + 6
-            ));
             let number = chunk_index * LINES_PER_INSERT_MAX + index;
             values.push(i64::try_from(number).expect("few lines").into());
             values.push((&line.sku).into());

@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, Method};
 use loyalty_core::merchants::{authenticate, hash_key, Principal, Scope};
 use loyalty_core::writer::IdempotencyClaim;
 use loyalty_core::FieldError;
@@ -249,8 +249,4 @@ impl FromRequestParts<AppState> for Operator {
             ))
         }
     }
-}
-
-pub fn is_write(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
