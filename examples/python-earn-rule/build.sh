@@ -64,18 +64,25 @@ fi
 # virtualenv) ends up inside the component.
 STAGE=$OUT/stage
 rm -rf "$STAGE"
-mkdir -p "$STAGE/wit" "$STAGE/app"
+mkdir -p "$STAGE/wit" "$STAGE/app" "$STAGE/no-venv/lib/site-packages"
 for f in "${WIT_FILES[@]}"; do cp "$WIT_DIR/$f" "$STAGE/wit/"; done
 for f in "${APP_FILES[@]}"; do cp "$HERE/src/$f" "$STAGE/app/"; done
 
+# --stub-wasi replaces every WASI import with a trapping stub, so the component imports only
+# `loyalty:plugin/host` — the world's contract — and instantiates on a host that links no WASI.
+# CPython is pre-initialised at build time, so a call needs no WASI; the cost is that the hash
+# seed and `random`'s seed are fixed at build time (wanted here: calls are deterministic).
 echo "python earn rule: building $WASM"
 start=$(date +%s)
 rm -f "$STAMP"
 (
     cd "$STAGE"
-    env -u VIRTUAL_ENV PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/componentize-py" --quiet \
+    # componentize-py appends a host site-packages directory to the guest's path: that of
+    # $VIRTUAL_ENV if set, else of the Python running it. Point it at an empty one, so neither
+    # the caller's virtualenv nor the build venv (pip, setuptools) reaches the component.
+    VIRTUAL_ENV=$STAGE/no-venv PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/componentize-py" --quiet \
         -d "$STAGE/wit" -w earn-rule \
-        componentize app -p "$STAGE/app" -o "$WASM.tmp"
+        componentize app --stub-wasi -p "$STAGE/app" -o "$WASM.tmp"
 )
 mv "$WASM.tmp" "$WASM"
 echo "$HASH" >"$STAMP"
