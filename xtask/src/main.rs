@@ -1,4 +1,4 @@
-//! Build glue for the workspace: `cargo xtask run | test | bench`.
+//! Build glue for the workspace: `cargo xtask run | test | plugins | bench`.
 //!
 //! Everything here shells out to `cargo` and to the built binaries with
 //! `std::process::Command`, from the workspace root, passing the environment through.
@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "Build glue: cargo xtask run | test | bench"
+    about = "Build glue: cargo xtask run | test | plugins | bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +37,9 @@ enum Cmd {
     /// Run the whole test suite (SQLite always, PostgreSQL when TEST_DATABASE_URL is set)
     /// and the API tour (examples/api-tour.sh) against a fresh server.
     Test,
+    /// Build every Wasm component: the example plugins (`plugins/`), the test guests
+    /// (`tests/plugins/`) and the Python example, into `<target>/plugins/`.
+    Plugins,
     /// Benchmarks (release builds).
     Bench {
         #[command(subcommand)]
@@ -60,6 +63,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Run { args } => run(&args),
         Cmd::Test => test(),
+        Cmd::Plugins => ensure_toolchain().and_then(|()| plugins()),
         Cmd::Bench {
             which: BenchCmd::Ledger { args },
         } => bench_ledger(&args),
@@ -333,10 +337,11 @@ fn run(extra: &[OsString]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // cargo xtask test
 
-/// Makes sure the toolchain the suite needs is present.
-///
-/// Today that is only a working `cargo`. Future work (plugins) extends this with
-/// `rustup target add wasm32-wasip2` when `rustup` is available.
+/// The target plugins are built for: `cargo build` emits a component directly.
+const PLUGIN_TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the toolchain the suite needs is present: a working `cargo`, and the
+/// `wasm32-wasip2` standard library (installed with `rustup` when it is missing).
 fn ensure_toolchain() -> Result<()> {
     let out = cargo()
         .arg("--version")
@@ -349,10 +354,75 @@ fn ensure_toolchain() -> Result<()> {
         "xtask: toolchain: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
-    let mut rustup = Command::new("rustup");
-    rustup.arg("--version");
-    if succeeds(rustup) {
-        // Nothing to install yet (later: `rustup target add wasm32-wasip2`).
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if out.status.success() => {
+            let has_target = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|line| line.trim() == PLUGIN_TARGET);
+            if !has_target {
+                run_checked(Command::new("rustup").args(["target", "add", PLUGIN_TARGET]))?;
+            }
+        }
+        // Without rustup the target must come with the toolchain; the build says if not.
+        _ => eprintln!("xtask: no rustup; assuming the {PLUGIN_TARGET} target is installed"),
+    }
+    Ok(())
+}
+
+/// Where the components land: `<target>/plugins/<PLUGIN_TARGET>/release/*.wasm`, and the
+/// Python example under `<target>/plugins/python/`.
+fn plugins_target_dir() -> PathBuf {
+    target_dir().join("plugins")
+}
+
+/// Builds every component. The plugin workspaces have their own release profile (tuned for
+/// size), so they build in a target directory of their own.
+fn plugins() -> Result<()> {
+    let root = workspace_root();
+    let out = plugins_target_dir();
+    for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
+        run_checked(
+            cargo()
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    PLUGIN_TARGET,
+                    "--manifest-path",
+                ])
+                .arg(root.join(manifest))
+                .arg("--target-dir")
+                .arg(&out),
+        )?;
+    }
+    let python = root
+        .join("examples")
+        .join("python-earn-rule")
+        .join("build.sh");
+    if python.exists() {
+        run_checked(
+            Command::new("bash")
+                .current_dir(&root)
+                .arg(&python)
+                .arg(out.join("python")),
+        )?;
+    }
+    let release = out.join(PLUGIN_TARGET).join("release");
+    let mut built: Vec<(String, u64)> = fs::read_dir(&release)
+        .with_context(|| format!("reading {}", release.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "wasm"))
+        .filter_map(|entry| {
+            let size = entry.metadata().ok()?.len();
+            Some((entry.file_name().to_string_lossy().into_owned(), size))
+        })
+        .collect();
+    built.sort();
+    for (name, size) in built {
+        eprintln!("xtask: component {name}: {size} bytes");
     }
     Ok(())
 }
@@ -371,7 +441,21 @@ fn test() -> Result<()> {
 
     let mut failures = Vec::new();
 
-    // Doc tests first: the suite's own summary should be the last a reader (or CI) sees.
+    // The runtime's and the server's tests load real components.
+    plugins()?;
+    // The plugins' own unit tests, natively, through the SDK's test harness.
+    if let Err(err) = run_checked(
+        cargo()
+            .args(["test", "--manifest-path"])
+            .arg(workspace_root().join("plugins").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(plugins_target_dir()),
+    ) {
+        eprintln!("xtask: plugin unit tests FAILED: {err:#}");
+        failures.push("plugin unit tests");
+    }
+
+    // Doc tests before the suite: its summary should be the last a reader (or CI) sees.
     if let Err(err) = run_checked(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"]))
     {
         eprintln!("xtask: doc tests FAILED: {err:#}");

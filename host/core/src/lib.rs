@@ -1,6 +1,6 @@
 //! loyalty-core: the domain and its data. Merchants, stores, members, the double-entry
 //! ledger (accounts, transactions, postings, point lots, idempotency) with persistence on
-//! SQLite and PostgreSQL. Knows nothing of HTTP or WebAssembly.
+//! SQLite and PostgreSQL, and the plugin registry. Knows nothing of HTTP or WebAssembly.
 
 pub mod db;
 pub mod earn;
@@ -10,6 +10,7 @@ pub mod members;
 pub mod merchants;
 pub mod money;
 pub mod operations;
+pub mod plugins;
 pub mod points;
 pub mod settings;
 pub mod stores;
