@@ -27,7 +27,7 @@ class Earn(exports.Earn):
             currency_exponent=ctx.currency_exponent,
             birthday_month=member.birthday.month if member.birthday is not None else None,
             total=purchase.total,
-            lines=[rules.Line(line.category, line.total) for line in purchase.lines],
+            lines=[(line.category, line.total) for line in purchase.lines],
         )
         try:
             awards = rules.evaluate(inp)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 # Awards and purchase totals are `s64` in the WIT.
 S64_MAX = 2**63 - 1
@@ -41,8 +41,9 @@ class Config:
     birthday_month_percent: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
+    # A tuple, not a dataclass: a purchase can have many lines, and in the component every
+    # Python-level step costs fuel.
     category: Optional[str]
     total: int
 
@@ -58,7 +59,7 @@ class Input:
     currency_exponent: int
     birthday_month: Optional[int]  # 1..12, or None when the birthday is unknown
     total: int
-    lines: List[Line]
+    lines: List[Line]  # or plain (category, total) tuples
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,15 @@ def evaluate(inp: Input) -> List[Award]:
 
     add(inp.total * ppcu // 10**exp, f"base: {ppcu} point(s) per {inp.currency} 1")
 
-    for name in sorted(config.category_percent):
-        percent = config.category_percent[name]
-        if percent <= 100:
-            continue
-        spent = sum(line.total for line in inp.lines if line.category == name)
-        add(_extra(spent, ppcu, percent, exp), f"{multiplier(percent)}× {name}")
+    if config.category_percent:
+        spent: Dict[str, int] = {}
+        for category, total in inp.lines:
+            if category is not None:
+                spent[category] = spent.get(category, 0) + total
+        for name in sorted(config.category_percent):
+            percent = config.category_percent[name]
+            if percent > 100:
+                add(_extra(spent.get(name, 0), ppcu, percent, exp), f"{multiplier(percent)}× {name}")
 
     day = local_day(inp.now, inp.utc_offset_seconds)
     if config.member_day is not None and weekday(day) == config.member_day.weekday:
