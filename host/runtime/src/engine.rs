@@ -1,0 +1,137 @@
+//! The wasmtime engine: configuration, the pooling allocator and the epoch ticker.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::error::RuntimeError;
+use crate::limits::Limits;
+
+/// How often the engine's epoch advances, in milliseconds. A deadline of `n` ms traps
+/// between `n` and `n + EPOCH_TICK_MS` ms after the call started.
+pub const EPOCH_TICK_MS: u64 = 1;
+
+/// Plugin instances alive at once; a call beyond this waits for a slot.
+pub const INSTANCES_CONCURRENT_MAX: u32 = 256;
+
+/// Core instances, memories and tables in the pool per concurrent plugin instance (a
+/// `wasm32-wasip2` component has one memory and a few small shim instances; interpreters
+/// built with componentize-py have a few memories).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// Native stack a plugin may use, in bytes.
+const WASM_STACK_BYTES_MAX: usize = 512 << 10;
+
+/// Builds the engine every plugin of a runtime is compiled for and runs in.
+pub(crate) fn build_engine(ceiling: &Limits) -> Result<Engine, RuntimeError> {
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(INSTANCES_CONCURRENT_MAX)
+        .total_core_instances(INSTANCES_CONCURRENT_MAX * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(INSTANCES_CONCURRENT_MAX * MEMORIES_PER_COMPONENT)
+        .total_tables(INSTANCES_CONCURRENT_MAX * TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(ceiling.memory_bytes_max);
+
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(WASM_STACK_BYTES_MAX)
+        .cranelift_opt_level(OptLevel::Speed)
+        .cranelift_nan_canonicalization(true)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+/// A short hex digest of everything that makes a compiled artefact loadable by `engine`
+/// (wasmtime version, compiler settings, target). Part of the cache key, so changing any of
+/// them makes old artefacts unused rather than refused.
+pub(crate) fn compatibility_hash(engine: &Engine) -> String {
+    struct Sha256Hasher(Sha256);
+    impl Hasher for Sha256Hasher {
+        fn finish(&self) -> u64 {
+            unreachable!("only `write` is used; the digest is read with `finalize`")
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    // The runtime's own call conventions (fuel, epochs) are in the engine config, and so in
+    // the hash; the runtime's crate version is added in case its embedding changes.
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK_MS`]. It stops by
+/// itself once the engine is dropped (every runtime, plugin and store is gone).
+pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<(), RuntimeError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("loyalty-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| RuntimeError::Engine(format!("the epoch ticker thread did not start: {e}")))
+}
+
+/// Counts the pool's instance slots, so a call beyond [`INSTANCES_CONCURRENT_MAX`] waits
+/// instead of failing.
+pub(crate) struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+/// A held slot; released on drop.
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(crate) fn new(count: u32) -> Slots {
+        Slots {
+            free: Mutex::new(count),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn acquire(&self) -> Slot<'_> {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self
+            .0
+            .free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
+}
