@@ -10,7 +10,7 @@ from typing import List
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports.earn import Award
-from wit_world.imports import host, types
+from wit_world.imports import types
 
 import rules
 
@@ -32,6 +32,6 @@ class Earn(exports.Earn):
         try:
             awards = rules.evaluate(inp)
         except rules.BadConfig as e:
-            host.log(types.LogLevel.WARN, f"bad config: {e}")
+            # Like the Rust plugin: the error only, no log line (the host records the error).
             raise Err(types.Error(code="bad-config", message=str(e)))
         return [Award(points=a.points, reason=a.reason, expires_at=None) for a in awards]

@@ -1,12 +1,15 @@
 """The `earn-category-multiplier` earn rule, as plain Python.
 
+The specification is `plugins/earn-category-multiplier/README.md` (the Rust plugin): for the
+same input this module gives the same awards, byte for byte — points, reason text, order —
+and fails with `bad-config` on the same configurations.
+
 This module knows nothing of WebAssembly or of the generated WIT bindings: it takes plain
 values and returns plain values, so `python3 -m unittest` can test it on any CPython. `app.py`
 adapts the WIT types to it.
 
-Integer arithmetic only: money is an integer count of minor units, percentages are integers,
-every division is a floor division of non-negative integers (a negative intermediate can only
-come from a negative purchase total, and then the award is not positive and is dropped).
+Integer arithmetic only. Python's integers do not overflow, so where the Rust plugin works in
+`i64`/`i128` and saturates, this module saturates at the same bounds explicitly.
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional
 
-# Awards and purchase totals are `s64` in the WIT.
-S64_MAX = 2**63 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+I128_MIN, I128_MAX = -(2**127), 2**127 - 1
 
-# 1970-01-01 was a Thursday; with Monday = 1 that is weekday 4.
-_EPOCH_WEEKDAY = 4
 _MICROS_PER_DAY = 86_400_000_000
+
+# What Rust's `str::trim` strips (Unicode White_Space). Python's `str.strip()` would also strip
+# U+001C..U+001F, which Rust does not.
+_RUST_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+_FIELDS = ("points_per_currency_unit", "category_percent", "member_day",
+           "birthday_month_percent")
+_MEMBER_DAY_FIELDS = ("weekday", "percent")
 
 
 class BadConfig(Exception):
@@ -57,7 +69,7 @@ class Input:
     utc_offset_seconds: int
     currency: str
     currency_exponent: int
-    birthday_month: Optional[int]  # 1..12, or None when the birthday is unknown
+    birthday_month: Optional[int]  # the member's birthday month, or None when unknown
     total: int
     lines: List[Line]  # or plain (category, total) tuples
 
@@ -68,76 +80,134 @@ class Award:
     reason: str
 
 
-def _is_int(value: object) -> bool:
-    # JSON `true` parses as a Python bool, which is an int subclass; it is not a number here.
-    return isinstance(value, int) and not isinstance(value, bool)
+# --- configuration -------------------------------------------------------------------------
+#
+# The Rust plugin parses with serde_json into structs with `deny_unknown_fields`. What that
+# implies, and what this parser therefore does:
+# - blank text (Rust `trim`) reads as `{}`; otherwise the text must be one JSON value;
+# - numbers must be JSON integers within i64 (u8 for `weekday`); `2.0`, `1e2` and `-0` (which
+#   serde_json reads as a float) are rejected; so are NaN and Infinity;
+# - a field not listed, or listed twice, at the top level or in `member_day`, is rejected;
+# - in `category_percent` a repeated name keeps its last value, but every value must be an
+#   integer; strings with an unpaired surrogate escape (`"\ud800"`) are rejected;
+# - `null` means "absent" for `member_day` and `birthday_month_percent` only.
+# Type errors are reported first, then the range checks in the Rust plugin's order.
 
 
-def _non_negative_int(value: object, what: str) -> int:
-    if not _is_int(value):
-        raise BadConfig(f"{what} must be an integer")
-    if value < 0:
-        raise BadConfig(f"{what} must not be negative")
+class _Object(list):
+    """A JSON object as its list of (key, value) pairs, duplicates kept."""
+
+
+class _Float(float):
+    """A JSON number serde_json reads as a float."""
+
+
+def _parse_int(text: str):
+    # serde_json reads `-0` as the float -0.0; everything else without `.`/`e` is an integer.
+    return _Float(-0.0) if text == "-0" else int(text)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(value: object, what: str, lo: int = I64_MIN, hi: int = I64_MAX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadConfig(f"configuration is invalid: {what} must be an integer")
+    if not lo <= value <= hi:
+        raise BadConfig(f"configuration is invalid: {what} is out of range")
     return value
 
 
-def _percent(value: object, what: str) -> int:
-    value = _non_negative_int(value, what)
-    if value < 100:
-        raise BadConfig(f"{what} must be at least 100")
-    return value
+def _fields(obj: object, names: tuple, what: str) -> Dict[str, object]:
+    if not isinstance(obj, _Object):
+        raise BadConfig(f"configuration is invalid: {what} must be a JSON object")
+    seen: Dict[str, object] = {}
+    for key, value in obj:
+        if key not in names:
+            raise BadConfig(f"configuration is invalid: unknown field `{key}` in {what}")
+        if key in seen:
+            raise BadConfig(f"configuration is invalid: duplicate field `{key}` in {what}")
+        seen[key] = value
+    return seen
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def parse_config(text: str) -> Config:
     """Parses the plugin's JSON configuration; raises `BadConfig` when it is not valid."""
+    if not text.strip(_RUST_WHITESPACE):
+        text = "{}"
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=_Object, parse_int=_parse_int,
+                         parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        raise BadConfig(f"config is not JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise BadConfig("config must be a JSON object")
+        raise BadConfig(f"configuration is invalid: {e}") from None
+    top = _fields(raw, _FIELDS, "the configuration")
 
     ppcu = 1
-    if "points_per_currency_unit" in raw:
-        ppcu = _non_negative_int(raw["points_per_currency_unit"], "points_per_currency_unit")
+    if "points_per_currency_unit" in top:
+        ppcu = _integer(top["points_per_currency_unit"], "points_per_currency_unit")
 
     categories: Dict[str, int] = {}
-    if "category_percent" in raw:
-        table = raw["category_percent"]
-        if not isinstance(table, dict):
-            raise BadConfig("category_percent must be an object")
-        for name, percent in table.items():
-            categories[name] = _percent(percent, f"category_percent.{name}")
+    if "category_percent" in top:
+        table = top["category_percent"]
+        if not isinstance(table, _Object):
+            raise BadConfig("configuration is invalid: category_percent must be a JSON object")
+        for name, percent in table:
+            if _has_surrogate(name):
+                raise BadConfig("configuration is invalid: a category name is not Unicode")
+            categories[name] = _integer(percent, f"category_percent.{name}")
 
     member_day = None
-    if "member_day" in raw and raw["member_day"] is not None:
-        md = raw["member_day"]
-        if not isinstance(md, dict):
-            raise BadConfig("member_day must be an object")
-        if "weekday" not in md:
-            raise BadConfig("member_day.weekday is missing")
-        if "percent" not in md:
-            raise BadConfig("member_day.percent is missing")
-        weekday = _non_negative_int(md["weekday"], "member_day.weekday")
-        if not 1 <= weekday <= 7:
-            raise BadConfig("member_day.weekday must be 1 (Monday) to 7 (Sunday)")
-        member_day = MemberDay(weekday, _percent(md["percent"], "member_day.percent"))
+    if top.get("member_day") is not None:
+        md = _fields(top["member_day"], _MEMBER_DAY_FIELDS, "member_day")
+        for name in _MEMBER_DAY_FIELDS:
+            if name not in md:
+                raise BadConfig(f"configuration is invalid: missing field `{name}` in member_day")
+        member_day = MemberDay(_integer(md["weekday"], "member_day.weekday", 0, 255),
+                               _integer(md["percent"], "member_day.percent"))
 
     birthday = None
-    if "birthday_month_percent" in raw and raw["birthday_month_percent"] is not None:
-        birthday = _percent(raw["birthday_month_percent"], "birthday_month_percent")
+    if top.get("birthday_month_percent") is not None:
+        birthday = _integer(top["birthday_month_percent"], "birthday_month_percent")
 
-    return Config(ppcu, categories, member_day, birthday)
+    config = Config(ppcu, categories, member_day, birthday)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    # The messages and their order are the Rust plugin's.
+    if config.points_per_currency_unit < 0:
+        raise BadConfig("points_per_currency_unit must not be negative")
+    for name in sorted(config.category_percent):
+        if config.category_percent[name] < 0:
+            raise BadConfig(f"category_percent.{name} must not be negative")
+    if config.member_day is not None:
+        if not 1 <= config.member_day.weekday <= 7:
+            raise BadConfig("member_day.weekday must be 1 (Monday) to 7 (Sunday)")
+        if config.member_day.percent < 0:
+            raise BadConfig("member_day.percent must not be negative")
+    if config.birthday_month_percent is not None and config.birthday_month_percent < 0:
+        raise BadConfig("birthday_month_percent must not be negative")
+
+
+# --- calendar ------------------------------------------------------------------------------
 
 
 def local_day(now: int, utc_offset_seconds: int) -> int:
-    """Days since 1970-01-01 in the merchant's local time (floor, so before 1970 is negative)."""
-    return (now + utc_offset_seconds * 1_000_000) // _MICROS_PER_DAY
+    """Days since 1970-01-01 in the merchant's local time (floor, so before 1970 is negative).
+    The local instant saturates at the bounds of i64, as in the Rust SDK."""
+    local = min(max(now + utc_offset_seconds * 1_000_000, I64_MIN), I64_MAX)
+    return local // _MICROS_PER_DAY
 
 
 def weekday(day: int) -> int:
-    """ISO weekday of a day number: 1 = Monday … 7 = Sunday."""
-    return (day + _EPOCH_WEEKDAY - 1) % 7 + 1
+    """ISO weekday of a day number: 1 = Monday … 7 = Sunday (1970-01-01 was a Thursday)."""
+    return (day + 3) % 7 + 1
 
 
 def civil_from_days(day: int) -> tuple:
@@ -154,49 +224,79 @@ def civil_from_days(day: int) -> tuple:
     return (y + (1 if m <= 2 else 0), m, d)
 
 
-def multiplier(percent: int) -> str:
-    """`percent` / 100 without trailing zeros: 200 → "2", 150 → "1.5", 125 → "1.25"."""
-    whole, frac = divmod(percent, 100)
-    if frac == 0:
-        return str(whole)
-    return f"{whole}.{frac:02d}".rstrip("0")
+# --- arithmetic and text -------------------------------------------------------------------
+
+
+def minor_per_unit(exponent: int) -> int:
+    """10^exponent, the exponent capped at 38 (as the Rust SDK does, to stay within i128)."""
+    return 10 ** min(exponent, 38)
+
+
+def mul_div(amount: int, numerator: int, denominator: int) -> int:
+    """floor(amount × numerator / denominator) for points: 0 when the product (or the
+    denominator) is not positive, and at most 2^63 − 1. A product beyond i128 counts as
+    2^63 − 1 when positive, as in the Rust SDK."""
+    if denominator <= 0:
+        return 0
+    product = amount * numerator
+    if product > I128_MAX:
+        return I64_MAX
+    if product <= 0:  # includes a product below i128's range
+        return 0
+    return min(product // denominator, I64_MAX)
 
 
 def _extra(amount: int, ppcu: int, percent: int, exp: int) -> int:
     # The points above the base rate that `percent` earns on `amount` minor units.
-    return amount * ppcu * (percent - 100) // (100 * 10**exp)
+    return mul_div(amount, ppcu * (percent - 100), 100 * minor_per_unit(exp))
+
+
+def multiplier(percent: int) -> str:
+    """`percent` / 100 without trailing zeros: 200 → "2", 150 → "1.5", 125 → "1.25"."""
+    whole, hundredths = divmod(percent, 100)
+    if hundredths == 0:
+        return f"{whole}"
+    if hundredths % 10 == 0:
+        return f"{whole}.{hundredths // 10}"
+    return f"{whole}.{hundredths:02d}"
+
+
+# --- the rule ------------------------------------------------------------------------------
 
 
 def evaluate(inp: Input) -> List[Award]:
     """The awards for one purchase, in order: base, categories (by name), member day, birthday
     month; each only when its points are positive. Raises `BadConfig`."""
     config = parse_config(inp.config)
-    ppcu = config.points_per_currency_unit
+    rate = config.points_per_currency_unit
     exp = inp.currency_exponent
     awards: List[Award] = []
 
     def add(points: int, reason: str) -> None:
         if points > 0:
-            awards.append(Award(min(points, S64_MAX), reason))
+            awards.append(Award(points, reason))
 
-    add(inp.total * ppcu // 10**exp, f"base: {ppcu} point(s) per {inp.currency} 1")
+    unit = "point" if rate == 1 else "points"
+    add(mul_div(inp.total, rate, minor_per_unit(exp)), f"base: {rate} {unit} per {inp.currency} 1")
 
     if config.category_percent:
+        # Per category, the sum of its lines' totals in line order, saturating in i64.
         spent: Dict[str, int] = {}
         for category, total in inp.lines:
             if category is not None:
-                spent[category] = spent.get(category, 0) + total
+                s = spent.get(category, 0) + total
+                spent[category] = I64_MAX if s > I64_MAX else I64_MIN if s < I64_MIN else s
         for name in sorted(config.category_percent):
             percent = config.category_percent[name]
             if percent > 100:
-                add(_extra(spent.get(name, 0), ppcu, percent, exp), f"{multiplier(percent)}× {name}")
+                add(_extra(spent.get(name, 0), rate, percent, exp), f"{multiplier(percent)}× {name}")
 
     day = local_day(inp.now, inp.utc_offset_seconds)
     if config.member_day is not None and weekday(day) == config.member_day.weekday:
-        add(_extra(inp.total, ppcu, config.member_day.percent, exp), "member day")
+        add(_extra(inp.total, rate, config.member_day.percent, exp), "member day")
 
     if config.birthday_month_percent is not None and inp.birthday_month is not None:
         if civil_from_days(day)[1] == inp.birthday_month:
-            add(_extra(inp.total, ppcu, config.birthday_month_percent, exp), "birthday month")
+            add(_extra(inp.total, rate, config.birthday_month_percent, exp), "birthday month")
 
     return awards

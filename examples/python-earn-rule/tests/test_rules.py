@@ -1,8 +1,12 @@
 """Tests of the rule logic (`src/rules.py`), without WebAssembly or the generated bindings.
 
     python3 -m unittest discover -s examples/python-earn-rule/tests
+
+`RustPluginCases` repeats the Rust plugin's own tests (plugins/earn-category-multiplier) with
+the same inputs and expected awards; the other classes pin the edge cases its README fixes.
 """
 
+import calendar
 import json
 import os
 import sys
@@ -11,216 +15,294 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import rules  # noqa: E402
-from rules import Award, BadConfig, Line  # noqa: E402
+from rules import I64_MAX, Award, BadConfig, Line  # noqa: E402
 
 DAY = 86_400_000_000
-# 2024-05-06 00:00:00 UTC, a Monday.
-MONDAY_2024_05_06 = 19_849 * DAY
+HOUR = 3_600_000_000
+# The Rust SDK's testing::DEFAULT_NOW: Monday 2024-01-15 12:00:00 UTC.
+DEFAULT_NOW = 1_705_320_000_000_000
 
 
-def inp(config=None, *, now=MONDAY_2024_05_06 + 12 * 3600 * 1_000_000, offset=0,
-        currency="CNY", exp=2, birthday_month=None, total=None, lines=()):
+def utc(year, month, day, hour=0, minute=0, second=0):
+    return calendar.timegm((year, month, day, hour, minute, second)) * 1_000_000
+
+
+def inp(config=None, *, now=DEFAULT_NOW, offset=0, currency="CNY", exp=2, birthday_month=None,
+        total=None, lines=()):
     lines = [Line(c, t) for c, t in lines]
     if total is None:
-        total = sum(l.total for l in lines)
+        total = sum(line.total for line in lines)
     text = config if isinstance(config, str) else json.dumps(config or {})
     return rules.Input(text, now, offset, currency, exp, birthday_month, total, lines)
 
 
+# The Rust tests' purchase: latte 2 × 15.50 coffee, tea 12.75, bagel 9.99 food, gift 5.00
+# without a category; total 58.74.
+LINES = [("coffee", 3_100), ("tea", 1_275), ("food", 999), (None, 500)]
+
+
+def reasons(awards):
+    return [f"{a.points} {a.reason}" for a in awards]
+
+
+class RustPluginCases(unittest.TestCase):
+    def test_base_only_by_default(self):
+        self.assertEqual(rules.evaluate(inp(lines=LINES)), [Award(58, "base: 1 point per CNY 1")])
+
+    def test_categories_in_name_order_and_multiplier_text(self):
+        config = {"points_per_currency_unit": 2,
+                  "category_percent": {"tea": 150, "coffee": 200, "food": 100, "gift": 300,
+                                       "none": 500}}
+        self.assertEqual(
+            rules.evaluate(inp(config, lines=LINES)),
+            [Award(117, "base: 2 points per CNY 1"), Award(62, "2× coffee"),
+             Award(12, "1.5× tea")],
+        )
+
+    def test_member_day_uses_the_merchant_local_weekday(self):
+        # 2024-01-14T20:00:00Z: Sunday (7) in UTC, Monday (1) in Shanghai.
+        config = {"member_day": {"weekday": 1, "percent": 300}}
+        now = utc(2024, 1, 14, 20)
+        self.assertEqual(
+            rules.evaluate(inp(config, now=now, offset=8 * 3600, lines=LINES)),
+            [Award(58, "base: 1 point per CNY 1"), Award(117, "member day")],
+        )
+        self.assertEqual(rules.evaluate(inp(config, now=now, offset=0, lines=LINES)),
+                         [Award(58, "base: 1 point per CNY 1")])
+
+    def test_birthday_month_needs_a_birthday_in_the_local_month(self):
+        config = {"birthday_month_percent": 200}
+        now = utc(2024, 5, 31, 18)  # 1 June in Shanghai
+        self.assertEqual(
+            rules.evaluate(inp(config, now=now, birthday_month=5, lines=LINES)),
+            [Award(58, "base: 1 point per CNY 1"), Award(58, "birthday month")],
+        )
+        self.assertEqual(
+            rules.evaluate(inp(config, now=now, offset=8 * 3600, birthday_month=5, lines=LINES)),
+            [Award(58, "base: 1 point per CNY 1")],
+        )
+        self.assertEqual(rules.evaluate(inp(config, now=now, lines=LINES)),
+                         [Award(58, "base: 1 point per CNY 1")])
+
+    def test_all_awards_in_order(self):
+        config = {"category_percent": {"coffee": 200},
+                  "member_day": {"weekday": 1, "percent": 200},
+                  "birthday_month_percent": 150}
+        self.assertEqual(
+            reasons(rules.evaluate(inp(config, birthday_month=1, lines=LINES))),
+            ["58 base: 1 point per CNY 1", "31 2× coffee", "58 member day", "29 birthday month"],
+        )
+
+    def test_zero_point_awards_are_left_out(self):
+        config = {"points_per_currency_unit": 0, "category_percent": {"coffee": 200}}
+        self.assertEqual(rules.evaluate(inp(config, lines=LINES)), [])
+        config = {"category_percent": {"coffee": 200}}
+        self.assertEqual(rules.evaluate(inp(config, lines=[("coffee", 99)])), [])
+
+    def test_bad_config(self):
+        for config in [
+            '{"points_per_currency_unit": -1}',
+            '{"category_percent": {"coffee": -5}}',
+            '{"category_percent": {"coffee": "200"}}',
+            '{"member_day": {"weekday": 0, "percent": 200}}',
+            '{"member_day": {"weekday": 8, "percent": 200}}',
+            '{"member_day": {"weekday": 1}}',
+            '{"birthday_month_percent": -1}',
+            '{"unknown": true}',
+            "not json",
+        ]:
+            with self.subTest(config=config), self.assertRaises(BadConfig):
+                rules.evaluate(inp(config, lines=LINES))
+
+    def test_readme_example(self):
+        config = {"points_per_currency_unit": 2, "category_percent": {"coffee": 200, "tea": 150}}
+        self.assertEqual(
+            reasons(rules.evaluate(inp(config, lines=LINES))),
+            ["117 base: 2 points per CNY 1", "62 2× coffee", "12 1.5× tea"],
+        )
+
+
 class Calendar(unittest.TestCase):
-    def test_epoch_is_a_thursday(self):
-        self.assertEqual(rules.weekday(0), 4)
+    def test_weekdays(self):
+        self.assertEqual(rules.weekday(0), 4)  # 1970-01-01, a Thursday
         self.assertEqual(rules.weekday(-1), 3)  # 1969-12-31, a Wednesday
-        self.assertEqual(rules.weekday(19_849), 1)  # 2024-05-06, a Monday
-        self.assertEqual(rules.weekday(19_855), 7)  # 2024-05-12, a Sunday
+        self.assertEqual(rules.weekday(utc(2024, 1, 15) // DAY), 1)
+        self.assertEqual(rules.weekday(utc(2024, 1, 14) // DAY), 7)
 
     def test_civil_from_days(self):
         self.assertEqual(rules.civil_from_days(0), (1970, 1, 1))
         self.assertEqual(rules.civil_from_days(-1), (1969, 12, 31))
-        self.assertEqual(rules.civil_from_days(19_849), (2024, 5, 6))
-        self.assertEqual(rules.civil_from_days(19_782), (2024, 2, 29))
-        self.assertEqual(rules.civil_from_days(11_016), (2000, 2, 29))
+        for date in [(2024, 2, 29), (2000, 2, 29), (1900, 3, 1), (1600, 1, 1), (2100, 12, 31)]:
+            self.assertEqual(rules.civil_from_days(utc(*date) // DAY), date)
 
-    def test_local_day_uses_the_offset(self):
-        # 2024-05-05 20:00 UTC is already Monday 04:00 in Shanghai (+08:00).
-        now = MONDAY_2024_05_06 - 4 * 3600 * 1_000_000
-        self.assertEqual(rules.local_day(now, 0), 19_848)
-        self.assertEqual(rules.local_day(now, 8 * 3600), 19_849)
-        # And 00:30 UTC on Monday is still Sunday in New York (-05:00 / -04:00).
-        self.assertEqual(rules.local_day(MONDAY_2024_05_06 + 1_800_000_000, -4 * 3600), 19_848)
-
-    def test_local_day_before_1970_floors(self):
+    def test_local_day_floors_and_uses_the_offset(self):
         self.assertEqual(rules.local_day(-1, 0), -1)
+        now = utc(2024, 1, 14, 20)
+        self.assertEqual(rules.local_day(now, 0), utc(2024, 1, 14) // DAY)
+        self.assertEqual(rules.local_day(now, 8 * 3600), utc(2024, 1, 15) // DAY)
+        self.assertEqual(rules.local_day(utc(2024, 1, 15, 0, 30), -5 * 3600),
+                         utc(2024, 1, 14) // DAY)
+
+    def test_local_instant_saturates(self):
+        self.assertEqual(rules.local_day(I64_MAX, 14 * 3600), I64_MAX // DAY)
+        self.assertEqual(rules.local_day(-(2**63), -12 * 3600), -(2**63) // DAY)
 
 
-class Multiplier(unittest.TestCase):
-    def test_no_trailing_zeros(self):
-        self.assertEqual(rules.multiplier(200), "2")
-        self.assertEqual(rules.multiplier(150), "1.5")
-        self.assertEqual(rules.multiplier(125), "1.25")
-        self.assertEqual(rules.multiplier(105), "1.05")
-        self.assertEqual(rules.multiplier(1000), "10")
-        self.assertEqual(rules.multiplier(333), "3.33")
-        self.assertEqual(rules.multiplier(101), "1.01")
+class Text(unittest.TestCase):
+    def test_multiplier(self):
+        for percent, text in [(200, "2"), (150, "1.5"), (125, "1.25"), (205, "2.05"),
+                              (1000, "10"), (110, "1.1"), (101, "1.01"), (333, "3.33")]:
+            self.assertEqual(rules.multiplier(percent), text)
 
-
-class Base(unittest.TestCase):
-    def test_default_is_one_point_per_unit(self):
+    def test_base_reason_singular_only_for_one(self):
+        self.assertEqual(rules.evaluate(inp(total=100))[0].reason, "base: 1 point per CNY 1")
         self.assertEqual(
-            rules.evaluate(inp(total=12_345)),
-            [Award(123, "base: 1 point(s) per CNY 1")],
+            rules.evaluate(inp({"points_per_currency_unit": 10}, currency="JPY", exp=0,
+                               total=5))[0],
+            Award(50, "base: 10 points per JPY 1"),
         )
 
-    def test_points_per_unit_and_exponent_zero(self):
+    def test_category_names_are_exact_and_sorted_by_code_point(self):
+        config = {"category_percent": {"茶": 200, "Zz": 200, "aa": 200, "coffee": 200}}
+        lines = [("茶", 100), ("Zz", 100), ("aa", 100), ("Coffee", 10_000), ("coffee ", 10_000)]
         self.assertEqual(
-            rules.evaluate(inp({"points_per_currency_unit": 3}, currency="JPY", exp=0, total=500)),
-            [Award(1500, "base: 3 point(s) per JPY 1")],
-        )
-
-    def test_nothing_below_one_unit(self):
-        self.assertEqual(rules.evaluate(inp(total=99)), [])
-
-    def test_zero_rate_awards_nothing(self):
-        config = {"points_per_currency_unit": 0, "category_percent": {"coffee": 300}}
-        self.assertEqual(rules.evaluate(inp(config, lines=[("coffee", 10_000)])), [])
-
-    def test_negative_total_awards_nothing(self):
-        config = {"member_day": {"weekday": 1, "percent": 200}, "birthday_month_percent": 200}
-        self.assertEqual(
-            rules.evaluate(inp(config, birthday_month=5, lines=[("coffee", -5_000)])), []
+            [a.reason for a in rules.evaluate(inp(config, lines=lines))],
+            ["base: 1 point per CNY 1", "2× Zz", "2× aa", "2× 茶"],
         )
 
 
-class Categories(unittest.TestCase):
-    def test_categories_in_name_order_after_base(self):
-        config = {"category_percent": {"tea": 150, "coffee": 200, "cake": 100}}
-        lines = [("coffee", 3_000), ("tea", 1_000), ("coffee", 1_550), ("cake", 2_000), (None, 500)]
-        self.assertEqual(
-            rules.evaluate(inp(config, lines=lines)),
-            [
-                Award(80, "base: 1 point(s) per CNY 1"),
-                Award(45, "2× coffee"),  # 45.50 × 1 × 100 % → 45
-                Award(5, "1.5× tea"),  # 10.00 × 50 % → 5
-            ],
-        )
-
-    def test_floor_per_category_sum_not_per_line(self):
+class Arithmetic(unittest.TestCase):
+    def test_floor_of_the_category_sum_not_per_line(self):
         config = {"category_percent": {"coffee": 150}}
-        lines = [("coffee", 300), ("coffee", 300)]  # 3.00 each: 1.5 + 1.5 = 3 on the sum
-        self.assertEqual(rules.evaluate(inp(config, lines=lines))[1:], [Award(3, "1.5× coffee")])
+        awards = rules.evaluate(inp(config, lines=[("coffee", 300), ("coffee", 300)]))
+        self.assertEqual(awards[1:], [Award(3, "1.5× coffee")])
 
-    def test_category_match_is_exact(self):
-        config = {"category_percent": {"coffee": 200}}
-        lines = [("Coffee", 10_000), ("coffee ", 10_000)]
-        self.assertEqual(len(rules.evaluate(inp(config, lines=lines))), 1)
-
-    def test_names_sort_by_code_point(self):
-        config = {"category_percent": {"茶": 200, "Zz": 200, "aa": 200}}
-        lines = [("茶", 100), ("Zz", 100), ("aa", 100)]
-        reasons = [a.reason for a in rules.evaluate(inp(config, lines=lines))[1:]]
-        self.assertEqual(reasons, ["2× Zz", "2× aa", "2× 茶"])
-
-    def test_a_category_too_small_is_dropped(self):
-        config = {"category_percent": {"coffee": 101}}
-        lines = [("coffee", 9_999)]  # 99.99 × 1 % = 0.9999 → 0
-        self.assertEqual(rules.evaluate(inp(config, lines=lines)), [Award(99, "base: 1 point(s) per CNY 1")])
-
-
-class MemberDayAndBirthday(unittest.TestCase):
-    CONFIG = {"points_per_currency_unit": 2,
-              "member_day": {"weekday": 1, "percent": 300},
-              "birthday_month_percent": 150}
-
-    def test_member_day_and_birthday_month(self):
+    def test_percent_100_or_less_awards_nothing_extra(self):
+        config = {"category_percent": {"coffee": 50, "tea": 100},
+                  "member_day": {"weekday": 1, "percent": 0}, "birthday_month_percent": 100}
         self.assertEqual(
-            rules.evaluate(inp(self.CONFIG, birthday_month=5, total=1_001)),
-            [
-                Award(20, "base: 2 point(s) per CNY 1"),  # 10.01 × 2
-                Award(40, "member day"),  # 10.01 × 2 × 200 % = 40.04
-                Award(10, "birthday month"),  # 10.01 × 2 × 50 % = 10.01
-            ],
+            rules.evaluate(inp(config, birthday_month=1, lines=[("coffee", 1_000), ("tea", 1_000)])),
+            [Award(20, "base: 1 point per CNY 1")],
         )
 
-    def test_other_weekday_and_month(self):
-        tuesday = MONDAY_2024_05_06 + DAY
-        self.assertEqual(
-            rules.evaluate(inp(self.CONFIG, now=tuesday, birthday_month=6, total=1_000)),
-            [Award(20, "base: 2 point(s) per CNY 1")],
-        )
+    def test_a_negative_product_awards_nothing(self):
+        config = {"category_percent": {"coffee": 200}, "member_day": {"weekday": 1, "percent": 200}}
+        self.assertEqual(rules.evaluate(inp(config, lines=[("coffee", -5_000)])), [])
 
-    def test_no_birthday(self):
-        awards = rules.evaluate(inp(self.CONFIG, birthday_month=None, total=1_000))
-        self.assertEqual([a.reason for a in awards], ["base: 2 point(s) per CNY 1", "member day"])
+    def test_a_negative_total_below_100_percent_does_award(self):
+        # floor(x / y) applies whenever x = total × rate × (percent − 100) > 0, as specified.
+        config = {"member_day": {"weekday": 1, "percent": 50}}
+        self.assertEqual(rules.evaluate(inp(config, total=-1_000)), [Award(5, "member day")])
 
-    def test_local_time_decides(self):
-        # Sunday 2024-05-05 20:00 UTC is Monday in Shanghai and still Sunday in UTC.
-        sunday_evening = MONDAY_2024_05_06 - 4 * 3600 * 1_000_000
-        utc = rules.evaluate(inp(self.CONFIG, now=sunday_evening, offset=0, total=1_000))
-        sh = rules.evaluate(inp(self.CONFIG, now=sunday_evening, offset=8 * 3600, total=1_000))
-        self.assertNotIn("member day", [a.reason for a in utc])
-        self.assertIn("member day", [a.reason for a in sh])
+    def test_results_saturate_at_i64_max(self):
+        config = {"points_per_currency_unit": I64_MAX, "category_percent": {"gold": 10**6}}
+        awards = rules.evaluate(inp(config, lines=[("gold", I64_MAX)]))
+        self.assertEqual([a.points for a in awards], [I64_MAX, I64_MAX])
 
-    def test_month_boundary_in_local_time(self):
-        # 2024-04-30 20:00 UTC is May 1st in Shanghai.
-        now = 19_843 * DAY + 20 * 3600 * 1_000_000
-        config = {"birthday_month_percent": 200}
-        self.assertEqual(len(rules.evaluate(inp(config, now=now, birthday_month=5, total=1_000))), 1)
-        self.assertEqual(
-            rules.evaluate(inp(config, now=now, offset=8 * 3600, birthday_month=5, total=1_000))[1],
-            Award(10, "birthday month"),
-        )
+    def test_category_sums_saturate_in_line_order(self):
+        config = {"category_percent": {"x": 200}}
+        # MAX, then MAX + 1 → MAX, then MAX − 10 (an exact sum would be MAX − 9).
+        lines = [("x", I64_MAX), ("x", 1), ("x", -10)]
+        awards = rules.evaluate(inp(config, exp=0, total=0, lines=lines))
+        self.assertEqual(awards, [Award(I64_MAX - 10, "2× x")])
 
-    def test_percent_100_awards_nothing_extra(self):
-        config = {"member_day": {"weekday": 1, "percent": 100}, "birthday_month_percent": 100}
-        self.assertEqual(len(rules.evaluate(inp(config, birthday_month=5, total=1_000))), 1)
+    def test_a_product_beyond_i128_saturates(self):
+        # total × rate × (percent − 100) > 2^127: i64::MAX whatever the divisor.
+        config = {"points_per_currency_unit": I64_MAX, "member_day": {"weekday": 1,
+                                                                      "percent": I64_MAX}}
+        awards = rules.evaluate(inp(config, exp=30, total=I64_MAX))
+        self.assertEqual(awards[-1], Award(I64_MAX, "member day"))
+
+    def test_exponent_capped_at_38(self):
+        self.assertEqual(rules.minor_per_unit(2), 100)
+        self.assertEqual(rules.minor_per_unit(40), 10**38)
 
 
 class Config(unittest.TestCase):
-    def test_defaults(self):
-        self.assertEqual(rules.parse_config("{}"), rules.Config())
+    def test_defaults_and_blank_text(self):
+        for text in ["{}", "", "   ", "\n\t", "\u3000"]:
+            with self.subTest(text=text):
+                self.assertEqual(rules.parse_config(text), rules.Config())
 
-    def bad(self, text):
-        with self.assertRaises(BadConfig):
-            rules.evaluate(inp(text, total=1_000))
+    def test_full(self):
+        self.assertEqual(
+            rules.parse_config('{"points_per_currency_unit": 3, "category_percent": {"a": 0},'
+                               ' "member_day": {"percent": 250, "weekday": 7},'
+                               ' "birthday_month_percent": 120}'),
+            rules.Config(3, {"a": 0}, rules.MemberDay(7, 250), 120),
+        )
 
-    def test_bad_configs(self):
+    def test_nulls_mean_absent_where_optional(self):
+        self.assertEqual(rules.parse_config('{"member_day": null, "birthday_month_percent": null}'),
+                         rules.Config())
+
+    def test_repeated_category_keeps_the_last_value(self):
+        self.assertEqual(
+            rules.parse_config('{"category_percent": {"coffee": -5, "coffee": 200}}'),
+            rules.Config(category_percent={"coffee": 200}),
+        )
+
+    def test_bad(self):
         for text in [
-            "",
+            "\x1c",  # not whitespace to Rust's trim, and not JSON
             "not json",
             "[]",
+            "[2]",
             "null",
+            '"x"',
             "1",
-            '{"points_per_currency_unit": -1}',
-            '{"points_per_currency_unit": 1.5}',
-            '{"points_per_currency_unit": 1.0}',
-            '{"points_per_currency_unit": "1"}',
-            '{"points_per_currency_unit": true}',
+            '{"points_per_currency_unit": 1} x',
+            '{"birthday_month_percent": 200, }',
             '{"points_per_currency_unit": null}',
+            '{"points_per_currency_unit": true}',
+            '{"points_per_currency_unit": "1"}',
+            '{"points_per_currency_unit": 1.5}',
+            '{"points_per_currency_unit": 2.0}',
+            '{"points_per_currency_unit": 1e2}',
+            '{"points_per_currency_unit": -0}',
+            '{"points_per_currency_unit": NaN}',
+            '{"points_per_currency_unit": Infinity}',
+            '{"points_per_currency_unit": 9223372036854775808}',
+            '{"points_per_currency_unit": -1}',
+            '{"points_per_currency_unit": 1, "points_per_currency_unit": 2}',
+            '{"category_percent": null}',
             '{"category_percent": []}',
-            '{"category_percent": {"coffee": 99}}',
-            '{"category_percent": {"coffee": -200}}',
-            '{"category_percent": {"coffee": "200"}}',
-            '{"member_day": {"weekday": 0, "percent": 200}}',
-            '{"member_day": {"weekday": 8, "percent": 200}}',
-            '{"member_day": {"weekday": 1, "percent": 50}}',
-            '{"member_day": {"weekday": 1}}',
-            '{"member_day": {"percent": 200}}',
+            '{"category_percent": {"coffee": 200, "coffee": -5}}',
+            '{"category_percent": {"coffee": "x", "coffee": 200}}',
+            '{"category_percent": {"\\ud800": 200}}',
             '{"member_day": 1}',
-            '{"birthday_month_percent": 99}',
+            '{"member_day": [1, 200]}',
+            '{"member_day": {}}',
+            '{"member_day": {"percent": 200}}',
+            '{"member_day": {"weekday": 1, "percent": 200, "weekday": 2}}',
+            '{"member_day": {"weekday": 1, "percent": 200, "extra": 1}}',
+            '{"member_day": {"weekday": 256, "percent": 200}}',
+            '{"member_day": {"weekday": -1, "percent": 200}}',
+            '{"member_day": {"weekday": 1, "percent": -200}}',
             '{"birthday_month_percent": "200"}',
+            '{"birthday_month_percent": -1}',
+            '{"Points_per_currency_unit": 1}',
+        ]:
+            with self.subTest(text=text), self.assertRaises(BadConfig):
+                rules.parse_config(text)
+
+    def test_messages_of_the_range_checks_are_the_rust_plugins(self):
+        for text, message in [
+            ('{"points_per_currency_unit": -1}', "points_per_currency_unit must not be negative"),
+            ('{"category_percent": {"b": -1, "a": -2}}', "category_percent.a must not be negative"),
+            ('{"member_day": {"weekday": 0, "percent": 200}}',
+             "member_day.weekday must be 1 (Monday) to 7 (Sunday)"),
+            ('{"member_day": {"weekday": 1, "percent": -1}}',
+             "member_day.percent must not be negative"),
+            ('{"birthday_month_percent": -1}', "birthday_month_percent must not be negative"),
         ]:
             with self.subTest(text=text):
-                self.bad(text)
-
-    def test_unknown_keys_are_ignored(self):
-        self.assertEqual(len(rules.evaluate(inp('{"later": 1}', total=1_000))), 1)
-
-    def test_big_numbers_stay_exact_and_saturate_at_s64_max(self):
-        config = {"points_per_currency_unit": 10**6, "category_percent": {"gold": 10**6}}
-        lines = [("gold", 10**12)]
-        awards = rules.evaluate(inp(config, lines=lines))
-        self.assertEqual(awards[0].points, 10**16)
-        self.assertEqual(awards[1].points, rules.S64_MAX)  # 10**16 × 9999 does not fit
+                with self.assertRaises(BadConfig) as caught:
+                    rules.parse_config(text)
+                self.assertEqual(str(caught.exception), message)
+        with self.assertRaises(BadConfig) as caught:
+            rules.parse_config("not json")
+        self.assertTrue(str(caught.exception).startswith("configuration is invalid: "))
 
 
 if __name__ == "__main__":
