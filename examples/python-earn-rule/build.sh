@@ -19,11 +19,7 @@ OUT=${1:-${CARGO_TARGET_DIR:-$REPO/target}/plugins/python}
 WASM=$OUT/python_earn_rule.wasm
 STAMP=$WASM.stamp
 
-# The world `earn-rule` needs only these two files of the package. The rest of the folder is
-# not read: campaign-trigger.wit names a record field `from`, a WIT keyword that
-# componentize-py's parser rejects (it would have to be spelled `%from`).
 WIT_DIR=$REPO/wit/since_v0.1.0
-WIT_FILES=(types.wit earn-rule.wit)
 APP_FILES=(app.py rules.py)
 
 mkdir -p "$OUT"
@@ -38,7 +34,7 @@ inputs_hash() {
         echo "componentize-py $COMPONENTIZE_PY_VERSION"
         sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
         for f in "${APP_FILES[@]}"; do echo "app/$f"; sha256sum <"$HERE/src/$f"; done
-        for f in "${WIT_FILES[@]}"; do echo "wit/$f"; sha256sum <"$WIT_DIR/$f"; done
+        for f in "$WIT_DIR"/*.wit; do echo "wit/${f##*/}"; sha256sum <"$f"; done
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -60,12 +56,13 @@ if [[ $installed != "$COMPONENTIZE_PY_VERSION" ]]; then
         "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 
-# Stage exactly the inputs that were hashed, so nothing else (tests, __pycache__, a user's
-# virtualenv) ends up inside the component.
+# Stage exactly the inputs that were hashed — the whole WIT package (a world may use any of
+# it) and the app — so nothing else (tests, __pycache__, a user's virtualenv) ends up inside the
+# component.
 STAGE=$OUT/stage
 rm -rf "$STAGE"
 mkdir -p "$STAGE/wit" "$STAGE/app" "$STAGE/no-venv/lib/site-packages"
-for f in "${WIT_FILES[@]}"; do cp "$WIT_DIR/$f" "$STAGE/wit/"; done
+cp "$WIT_DIR"/*.wit "$STAGE/wit/"
 for f in "${APP_FILES[@]}"; do cp "$HERE/src/$f" "$STAGE/app/"; done
 
 # --stub-wasi replaces every WASI import with a trapping stub, so the component imports only
