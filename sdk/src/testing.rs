@@ -286,7 +286,7 @@ impl PurchaseBuilder {
         self
     }
 
-    /// Adds a line of `quantity` × `unit_price` (see [`line`]).
+    /// Adds a line of `quantity` × `unit_price` (see [`line()`]).
     pub fn line(self, sku: &str, category: Option<&str>, quantity: u32, unit_price: i64) -> Self {
         self.push_line(line(sku, category, quantity, unit_price))
     }
