@@ -101,6 +101,7 @@
 extern crate self as loyalty_sdk;
 
 pub mod date;
+pub mod json;
 pub mod log;
 pub mod money;
 #[cfg(not(target_arch = "wasm32"))]
@@ -171,8 +172,9 @@ pub trait CampaignTrigger {
 }
 
 impl Context {
-    /// The plugin's configuration (`config`, JSON text) as `T`. Blank text reads as `{}`, so a
-    /// config type whose fields all have defaults works without any configuration.
+    /// The plugin's configuration (`config`, JSON text) as `T`. The text must be one JSON
+    /// object; blank text reads as `{}`, so a config type whose fields all have defaults works
+    /// without any configuration. For nested objects see [`json::optional_object`].
     ///
     /// # Errors
     /// A [`PluginError`] with code `bad-config` if the text is not JSON or does not fit `T`.
@@ -196,7 +198,8 @@ impl Context {
     }
 }
 
-/// Parses plugin configuration JSON text as `T` (what [`Context::config`] does). Blank text
+/// Parses plugin configuration JSON text as `T` (what [`Context::config`] does). The text must
+/// be one JSON object (serde would otherwise also read a struct from an array); blank text
 /// reads as `{}`.
 ///
 /// # Errors
@@ -204,7 +207,9 @@ impl Context {
 pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T, PluginError> {
     // The host may pass an empty string for "no configuration"; defaults then apply.
     let text = if text.trim().is_empty() { "{}" } else { text };
-    serde_json::from_str(text)
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    json::object(&mut deserializer)
+        .and_then(|config| deserializer.end().map(|()| config))
         .map_err(|e| PluginError::bad_config(format!("configuration is invalid: {e}")))
 }
 
@@ -410,6 +415,14 @@ mod tests {
         assert!(e.message.contains("pionts"), "{}", e.message);
         let e = parse_config::<Config>("{").expect_err("not JSON");
         assert_eq!(e.code, "bad-config");
+        let e =
+            parse_config::<Config>("[5]").expect_err("serde alone reads a struct from an array");
+        assert_eq!(e.code, "bad-config");
+        assert!(e.message.contains("a JSON object"), "{}", e.message);
+        let e = parse_config::<Config>(r#"{"points": 1} {"points": 2}"#).expect_err("two values");
+        assert_eq!(e.code, "bad-config");
+        let e = parse_config::<Config>(r#"{"points": 1, "points": 2}"#).expect_err("duplicate");
+        assert!(e.message.contains("duplicate"), "{}", e.message);
     }
 
     #[test]

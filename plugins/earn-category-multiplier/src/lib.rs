@@ -17,7 +17,8 @@ struct Config {
     // A BTreeMap iterates in byte order of the UTF-8 names, the documented award order.
     #[serde(default)]
     category_percent: BTreeMap<String, i64>,
-    #[serde(default)]
+    // Object only: serde alone would also read `[1, 200]` as a member day.
+    #[serde(default, deserialize_with = "loyalty_sdk::json::optional_object")]
     member_day: Option<MemberDay>,
     #[serde(default)]
     birthday_month_percent: Option<i64>,
@@ -84,8 +85,19 @@ fn multiplier_text(percent: i64) -> String {
 /// The extra points of a `percent` multiplier on `amount`:
 /// floor(amount × rate × (percent − 100) / (100 × 10^exp)); 0 when that is not positive.
 fn extra(amount: i64, rate: i64, percent: i64, exponent: u8) -> i64 {
+    // Both factors are within i64, so the product fits i128.
     let numerator = i128::from(rate) * (i128::from(percent) - 100);
-    let denominator = 100 * money::minor_per_unit(exponent);
+    let Some(denominator) = money::minor_per_unit(exponent).checked_mul(100) else {
+        // 100 × 10^exp beyond i128 (exponent ≥ 37) exceeds every product that fits i128, so
+        // the quotient is 0 — unless the product itself overflows, which `mul_div` (and the
+        // README) count as the i64 maximum; a divisor of 1 reproduces exactly that.
+        let product_overflows = i128::from(amount).checked_mul(numerator).is_none();
+        return if product_overflows {
+            money::mul_div(amount, numerator, 1, Rounding::Down)
+        } else {
+            0
+        };
+    };
     money::mul_div(amount, numerator, denominator, Rounding::Down)
 }
 
@@ -200,6 +212,33 @@ mod tests {
                 award(12, "1.5× tea"), // floor(1275 × 2 × 50 / 10000) = 12.75 → 12
             ])
         );
+    }
+
+    #[test]
+    fn huge_exponents_do_not_overflow() {
+        let config = json!({"member_day": {"weekday": 1, "percent": 200}});
+        for exp in [36, 37, 38, 255] {
+            let ctx = ContextBuilder::new()
+                .config(config.clone())
+                .currency("XXX", exp)
+                .build();
+            let awards =
+                CategoryMultiplier::evaluate(&ctx, &MemberBuilder::new().build(), &purchase());
+            assert_eq!(awards, Ok(vec![]), "exponent {exp}");
+        }
+        assert_eq!(
+            extra(i64::MAX, i64::MAX, i64::MAX, 37),
+            i64::MAX,
+            "product beyond i128"
+        );
+        assert_eq!(extra(-5, i64::MAX, i64::MAX, 37), 0);
+        assert_eq!(extra(1, 1, 200, 37), 0);
+        let null_day = ContextBuilder::new()
+            .config(json!({"member_day": null}))
+            .build();
+        let awards =
+            CategoryMultiplier::evaluate(&null_day, &MemberBuilder::new().build(), &purchase());
+        assert_eq!(awards, Ok(vec![award(58, "base: 1 point per CNY 1")]));
     }
 
     #[test]
@@ -318,6 +357,8 @@ mod tests {
             json!({"member_day": {"weekday": 0, "percent": 200}}),
             json!({"member_day": {"weekday": 8, "percent": 200}}),
             json!({"member_day": {"weekday": 1}}),
+            json!({"member_day": [1, 200]}),
+            json!([2]),
             json!({"birthday_month_percent": -1}),
             json!({"unknown": true}),
         ] {
