@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use loyalty_core::Database;
+use loyalty_host::plugins::{PluginHost, PluginSettings};
 use loyalty_host::{router, AppState, Clock};
 use serde_json::Value;
 
@@ -151,6 +152,57 @@ fn drop_database(url: &str) {
 
 pub const OPERATOR_KEY: &str = "test-operator-key";
 
+/// The cargo target directory the components were built into (`cargo xtask plugins`).
+pub fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = std::path::PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_path_buf()
+}
+
+/// The bytes of a component built by `cargo xtask plugins`: an example plugin or a test guest
+/// by crate name (`earn_base_rate`), or `python_earn_rule`.
+pub fn component(name: &str) -> Vec<u8> {
+    let plugins = target_dir().join("plugins");
+    let path = if name == "python_earn_rule" {
+        plugins.join("python").join("python_earn_rule.wasm")
+    } else {
+        plugins
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{name}.wasm"))
+    };
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "{} is missing ({error}): run `cargo xtask plugins` first",
+            path.display()
+        )
+    })
+}
+
+/// The plugin runtime as tests run it: compiled components shared between test processes
+/// through a disk cache, and room for the Python example (≈ 18 MB).
+pub fn plugin_settings() -> PluginSettings {
+    let mut settings = PluginSettings::default();
+    settings.runtime.cache_dir = Some(target_dir().join("plugins").join("test-cache"));
+    settings.runtime.component_bytes_max = 48 * 1024 * 1024;
+    settings
+}
+
 /// The real server on a loopback port with its own database.
 pub struct TestServer {
     pub base_url: String,
@@ -172,7 +224,13 @@ impl TestServer {
         let database = Database::connect(&database_url).await.expect("connect");
         database.migrate().await.expect("migrate");
         let clock = Clock::default();
-        let state = AppState::new(database, OPERATOR_KEY, clock.clone(), 0);
+        let state = AppState::new(
+            database,
+            OPERATOR_KEY,
+            clock.clone(),
+            0,
+            PluginHost::new(plugin_settings()).expect("the plugin runtime starts"),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -249,6 +307,39 @@ impl TestServer {
         .await
     }
 
+    pub async fn put(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.call(reqwest::Method::PUT, path, Some(key), None, Some(body))
+            .await
+    }
+
+    /// `POST /v1/plugins` with a manifest and component bytes (either part may be left out).
+    pub async fn upload_plugin(
+        &self,
+        key: &str,
+        manifest: Option<&Value>,
+        component: Option<Vec<u8>>,
+    ) -> Response {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(manifest) = manifest {
+            form = form.text("manifest", manifest.to_string());
+        }
+        if let Some(component) = component {
+            form = form.part(
+                "component",
+                reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
+            );
+        }
+        let response = self
+            .client
+            .post(format!("{}/v1/plugins", self.base_url))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("the server answers");
+        Response::read(response).await
+    }
+
     pub async fn patch(&self, path: &str, key: &str, body: &Value) -> Response {
         self.call(reqwest::Method::PATCH, path, Some(key), None, Some(body))
             .await
@@ -277,7 +368,12 @@ impl TestServer {
 
     /// A store (code S1) of the merchant with this key; returns its id.
     pub async fn store(&self, key: &str) -> String {
-        self.post("/v1/stores", key, &json!({"code": "S1", "name": "One"}))
+        self.store_coded(key, "S1").await
+    }
+
+    /// A store with this code; returns its id.
+    pub async fn store_coded(&self, key: &str, code: &str) -> String {
+        self.post("/v1/stores", key, &json!({"code": code, "name": code}))
             .await
             .ok(201)["id"]
             .as_str()

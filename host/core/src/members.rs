@@ -476,3 +476,70 @@ pub async fn list_members(
         .map(|row| member_from_row(row, merchant.currency_exponent))
         .collect()
 }
+
+/// Days that count as "the last 12 months" in member stats.
+pub const SPEND_WINDOW_DAYS: i64 = 365;
+
+/// What the host tells a plugin about a member: identity, tier and the aggregates, read at
+/// one moment (plugins decide on it; the writer re-checks balances when it writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub tier: Option<String>,
+    pub joined_at: i64,
+    /// (year, month, day)
+    pub birthday: Option<(i32, u8, u8)>,
+    /// JSON object text.
+    pub attributes: String,
+    pub lifetime_spend: i64,
+    pub spend_12_months: i64,
+    pub orders_count: i64,
+    pub last_purchase_at: Option<i64>,
+    /// Spendable points (zero while the member is in debt).
+    pub points_available: i64,
+}
+
+pub async fn snapshot(
+    pool: &AnyPool,
+    merchant_id: &str,
+    member_id: &str,
+    now: i64,
+) -> Result<MemberSnapshot, CoreError> {
+    let window_start = now - SPEND_WINDOW_DAYS * 86_400_000_000;
+    let row = sqlx::query(
+        "SELECT m.tier, m.joined_at, m.birthday, m.attributes, m.lifetime_spend, m.orders_count, \
+         m.last_purchase_at, \
+         (SELECT CAST(COALESCE(SUM(p.total - p.refunded), 0) AS BIGINT) FROM purchases p \
+          WHERE p.merchant_id = m.merchant_id AND p.member_id = m.id AND p.occurred_at >= $3) \
+          AS spend_12_months, \
+         (SELECT CAST(COALESCE(SUM(a.balance), 0) AS BIGINT) FROM accounts a \
+          WHERE a.merchant_id = m.merchant_id AND a.id = $4) AS points \
+         FROM members m WHERE m.merchant_id = $1 AND m.id = $2",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .bind(window_start)
+    .bind(crate::ledger::member_account_id(member_id, "points"))
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CoreError::NotFound("member"))?;
+    let birthday = row
+        .try_get::<Option<String>, _>("birthday")?
+        .and_then(|text| {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(&text, format).ok()
+        })
+        .map(|date| (date.year(), u8::from(date.month()), date.day()));
+    Ok(MemberSnapshot {
+        id: member_id.to_string(),
+        tier: row.try_get("tier")?,
+        joined_at: row.try_get("joined_at")?,
+        birthday,
+        attributes: row.try_get("attributes")?,
+        lifetime_spend: row.try_get("lifetime_spend")?,
+        spend_12_months: row.try_get("spend_12_months")?,
+        orders_count: row.try_get("orders_count")?,
+        last_purchase_at: row.try_get("last_purchase_at")?,
+        points_available: row.try_get::<i64, _>("points")?.max(0),
+    })
+}

@@ -268,6 +268,8 @@ pub struct PurchaseLine {
 
 #[derive(Debug, Clone)]
 pub struct PurchaseCommand {
+    /// Chosen before the write, so the plugins deciding the awards see the purchase's id.
+    pub purchase_id: String,
     pub member_id: String,
     pub store_id: String,
     pub external_id: Option<String>,
@@ -279,6 +281,9 @@ pub struct PurchaseCommand {
     /// Points the points payment costs.
     pub points_to_redeem: i64,
     pub awards: Vec<Award>,
+    /// How the awards were decided (JSON), kept on the ledger transaction. `None`: the
+    /// built-in policy, named by the awards' source.
+    pub provenance: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -524,6 +529,7 @@ pub fn prepare_purchase(
         occurred_at,
     });
     Ok(PurchaseCommand {
+        purchase_id: new_id("pur"),
         member_id: request.member_id.clone(),
         store_id: request.store_id.clone(),
         external_id: request.external_id.clone(),
@@ -533,6 +539,7 @@ pub fn prepare_purchase(
         payments,
         points_to_redeem,
         awards: cap_awards(awards, merchant.settings.points_per_purchase_max),
+        provenance: None,
     })
 }
 
@@ -935,7 +942,7 @@ async fn purchase(
     )
     .await?;
     let mut transaction = context.transaction("purchase", member_id);
-    let purchase_id = new_id("pur");
+    let purchase_id = command.purchase_id.clone();
     transaction.reference = Some(purchase_id.clone());
     let mut record_payments = PaymentRecord {
         methods: command.payments.clone(),
@@ -1023,10 +1030,11 @@ async fn purchase(
             .join("; "),
     )
     .filter(|reason| !reason.is_empty());
-    transaction.provenance = Some(
-        serde_json::json!({"earn_policy": command.awards.first().map(|award| award.source.as_str()).unwrap_or("none")})
+    transaction.provenance = Some(match &command.provenance {
+        Some(provenance) => provenance.to_string(),
+        None => serde_json::json!({"earn_policy": command.awards.first().map(|award| award.source.as_str()).unwrap_or("none")})
             .to_string(),
-    );
+    });
     // A debt is repaid by new points before they form a lot, so the earning may go through
     // a negative balance (only possible when the merchant allows debts).
     transaction.negative_allowed = vec![points_account.clone()];

@@ -6,12 +6,13 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod openapi;
+pub mod plugins;
 pub mod principals;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use loyalty_core::earn::{BaseRate, EarnPolicy};
 use loyalty_core::merchants::hash_key;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub operator_key_hash: String,
     pub earn_policy: Arc<dyn EarnPolicy>,
     pub principals: Arc<principals::Principals>,
+    pub plugins: Arc<plugins::PluginHost>,
 }
 
 impl AppState {
@@ -45,8 +47,10 @@ impl AppState {
         operator_key: &str,
         clock: Clock,
         writer_lanes: usize,
+        plugins: plugins::PluginHost,
     ) -> AppState {
         AppState {
+            plugins: Arc::new(plugins),
             writer: Writer::start(database.clone(), writer_lanes),
             database,
             clock,
@@ -67,6 +71,7 @@ async fn method_not_allowed() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     use api::*;
+    let upload_bytes_max = state.plugins.component_bytes_max() + plugins::UPLOAD_OVERHEAD_BYTES_MAX;
     let v1 = Router::new()
         .route("/merchants", post(merchants::create))
         .route("/merchant", get(merchants::get).patch(merchants::update))
@@ -97,6 +102,18 @@ pub fn router(state: AppState) -> Router {
             post(count_cards::create_package).get(count_cards::list_packages),
         )
         .route("/count-card-packages/{id}", get(count_cards::get_package))
+        .route(
+            "/plugins",
+            post(plugins::upload)
+                .get(plugins::list)
+                .layer(DefaultBodyLimit::max(upload_bytes_max)),
+        )
+        .route("/plugins/{id}", get(plugins::get))
+        .route("/plugins/{id}/health", get(plugins::health))
+        .route(
+            "/stores/{store_id}/plugins/{world}",
+            put(plugins::put_store_set).get(plugins::get_store_set),
+        )
         .route(
             "/operator/jobs/points-lifecycle",
             post(operator::points_lifecycle),

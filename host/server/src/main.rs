@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loyalty_core::Database;
+use loyalty_host::plugins::{PluginHost, PluginSettings};
 use loyalty_host::{jobs, router, AppState, Clock};
 
 #[derive(Parser)]
@@ -35,6 +36,12 @@ enum Command {
         /// Seconds between runs of the points lifecycle job.
         #[arg(long, default_value_t = 60)]
         lifecycle_interval_seconds: u64,
+        /// Where compiled plugins are kept between runs (none: compiled once per process).
+        #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
+        plugin_cache_dir: Option<std::path::PathBuf>,
+        /// The largest plugin component an upload may carry, in bytes.
+        #[arg(long, env = "LOYALTY_PLUGIN_BYTES_MAX", default_value_t = loyalty_runtime::COMPONENT_BYTES_MAX_DEFAULT)]
+        plugin_bytes_max: usize,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -63,13 +70,24 @@ async fn main() -> anyhow::Result<()> {
             operator_key,
             writer_lanes,
             lifecycle_interval_seconds,
+            plugin_cache_dir,
+            plugin_bytes_max,
         } => {
+            let plugins = PluginSettings {
+                runtime: loyalty_runtime::RuntimeConfig {
+                    cache_dir: plugin_cache_dir,
+                    component_bytes_max: plugin_bytes_max,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
             serve(
                 &database,
                 &listen,
                 operator_key,
                 writer_lanes,
                 lifecycle_interval_seconds,
+                plugins,
             )
             .await
         }
@@ -89,6 +107,7 @@ async fn serve(
     operator_key: Option<String>,
     writer_lanes: usize,
     lifecycle_interval_seconds: u64,
+    plugins: PluginSettings,
 ) -> anyhow::Result<()> {
     let database = Database::connect(url)
         .await
@@ -102,7 +121,14 @@ async fn serve(
             key
         }
     };
-    let state = AppState::new(database, &operator_key, Clock::default(), writer_lanes);
+    let plugins = PluginHost::new(plugins).context("starting the plugin runtime")?;
+    let state = AppState::new(
+        database,
+        &operator_key,
+        Clock::default(),
+        writer_lanes,
+        plugins,
+    );
     tokio::spawn(jobs::run_forever(
         state.clone(),
         Duration::from_secs(lifecycle_interval_seconds.max(1)),

@@ -5,6 +5,7 @@ pub mod count_cards;
 pub mod members;
 pub mod merchants;
 pub mod operator;
+pub mod plugins;
 pub mod points;
 pub mod purchases;
 pub mod stored_value;

@@ -29,12 +29,17 @@ pub async fn create(
         Scope::Pos,
         idempotent,
         async |principal, request: PurchaseRequest| {
-            let command = operations::prepare_purchase(
+            let now = state.clock.now();
+            let mut command = operations::prepare_purchase(
                 &principal.merchant,
                 &request,
                 state.earn_policy.as_ref(),
-                state.clock.now(),
+                now,
             )?;
+            state
+                .plugins
+                .decide_earn(&state.database, &principal.merchant, &mut command, now)
+                .await?;
             Ok(Command::Purchase(command))
         },
     )

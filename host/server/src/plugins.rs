@@ -1,0 +1,547 @@
+//! The service that asks plugins: finds a store's enabled plugins, builds their input from a
+//! member snapshot, calls them through the runtime on a blocking thread, applies the failure
+//! policy (fallback, circuit breaker) and keeps per-plugin health. Plugins decide; the writer
+//! writes what they decided.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loyalty_core::earn::Award;
+use loyalty_core::members::{snapshot, MemberSnapshot};
+use loyalty_core::merchants::Merchant;
+use loyalty_core::operations::{cap_awards, PurchaseCommand};
+use loyalty_core::plugins::{self as registry, EnabledPlugin, PluginLimits};
+use loyalty_core::{CoreError, Database};
+use loyalty_runtime as runtime;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// How long a store's enabled set is remembered before it is read again. A change through
+/// this host's API is seen at once; another host's change within this time.
+pub const ENABLED_SET_TTL_MS: u64 = 2_000;
+/// Samples kept per plugin for the health percentiles (the most recent calls).
+pub const HEALTH_SAMPLES_MAX: usize = 1_024;
+/// Most compiled plugins kept in memory before the memory is cleared (it refills on use).
+pub const LOADED_PLUGINS_MAX: usize = 1_000;
+
+/// How the host runs plugins.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub runtime: runtime::RuntimeConfig,
+    /// Failures in a row after which a plugin is switched off for a store.
+    pub failures_max: i64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            runtime: runtime::RuntimeConfig::default(),
+            failures_max: registry::CIRCUIT_FAILURES_DEFAULT,
+        }
+    }
+}
+
+type SetKey = (String, String, &'static str);
+/// A store's set for a world, and when it was read.
+type RememberedSet = (Instant, Arc<Vec<EnabledPlugin>>);
+/// (merchant id, store id, world) of a call.
+type CallSite<'a> = (&'a str, &'a str, &'static str);
+
+pub struct PluginHost {
+    runtime: runtime::Runtime,
+    failures_max: i64,
+    loaded: Mutex<HashMap<String, runtime::Plugin>>,
+    enabled: Mutex<HashMap<SetKey, RememberedSet>>,
+    health: Mutex<HashMap<String, Health>>,
+    started_at: time::OffsetDateTime,
+}
+
+#[derive(Default)]
+struct Health {
+    calls: u64,
+    failures: BTreeMap<&'static str, u64>,
+    fuel: VecDeque<u64>,
+    latency_us: VecDeque<u64>,
+}
+
+/// What this host saw of a plugin's calls since it started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginHealth {
+    pub plugin_id: String,
+    pub calls: u64,
+    /// Failures by kind: guest, trap, fuel, deadline, memory, input, output, wrong-world.
+    pub failures: BTreeMap<String, u64>,
+    pub fuel_p50: Option<u64>,
+    pub fuel_p99: Option<u64>,
+    pub latency_us_p50: Option<u64>,
+    pub latency_us_p99: Option<u64>,
+    /// Each store set the plugin is in, with its circuit.
+    pub stores: Vec<StoreCircuit>,
+    /// Counters cover calls made by this host process since this moment.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: time::OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreCircuit {
+    pub store_id: String,
+    pub consecutive_failures: i64,
+    pub circuit_open: bool,
+}
+
+fn percentile(samples: &VecDeque<u64>, percent: usize) -> Option<u64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<u64> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let index = (sorted.len() * percent).div_ceil(100).saturating_sub(1);
+    Some(sorted[index.min(sorted.len() - 1)])
+}
+
+fn push_sample(samples: &mut VecDeque<u64>, value: u64) {
+    if samples.len() == HEALTH_SAMPLES_MAX {
+        samples.pop_front();
+    }
+    samples.push_back(value);
+}
+
+/// A plugin call's outcome as kept on the ledger transaction.
+#[derive(Debug, Serialize)]
+struct CallRecord {
+    plugin_id: String,
+    name: String,
+    version: String,
+    sha256: String,
+    /// SHA-256 of the call's input (context, member, purchase as JSON), for replays.
+    input_sha256: String,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+    points: i64,
+}
+
+impl PluginHost {
+    pub fn new(settings: PluginSettings) -> Result<PluginHost, runtime::RuntimeError> {
+        Ok(PluginHost {
+            runtime: runtime::Runtime::new(settings.runtime)?,
+            failures_max: settings.failures_max,
+            loaded: Mutex::default(),
+            enabled: Mutex::default(),
+            health: Mutex::default(),
+            started_at: time::OffsetDateTime::now_utc(),
+        })
+    }
+
+    /// The largest component an upload may carry.
+    pub fn component_bytes_max(&self) -> usize {
+        self.runtime.config().component_bytes_max
+    }
+
+    /// Validates and compiles an uploaded component (on a blocking thread: compiling takes
+    /// tens of milliseconds).
+    pub async fn inspect(&self, bytes: Vec<u8>) -> Result<runtime::Plugin, CoreError> {
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .map_err(|error| CoreError::Internal(format!("the compiler thread failed: {error}")))?;
+        let plugin = loaded.map_err(|error| CoreError::field("component", error.to_string()))?;
+        self.remember(plugin.clone());
+        Ok(plugin)
+    }
+
+    fn remember(&self, plugin: runtime::Plugin) {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .expect("the plugin memory is never poisoned");
+        if loaded.len() >= LOADED_PLUGINS_MAX {
+            loaded.clear();
+        }
+        loaded.insert(plugin.sha256().to_string(), plugin);
+    }
+
+    async fn plugin(
+        &self,
+        database: &Database,
+        merchant_id: &str,
+        enabled: &EnabledPlugin,
+    ) -> Result<runtime::Plugin, CoreError> {
+        if let Some(plugin) = self
+            .loaded
+            .lock()
+            .expect("the plugin memory is never poisoned")
+            .get(&enabled.sha256)
+        {
+            return Ok(plugin.clone());
+        }
+        let bytes =
+            registry::component_bytes(&database.pool, merchant_id, &enabled.plugin_id).await?;
+        let runtime = self.runtime.clone();
+        // The stored bytes were accepted once; a larger size limit since lowered must not
+        // strand a plugin a store already runs.
+        let plugin = tokio::task::spawn_blocking(move || {
+            runtime.load_with_size_max(
+                &bytes,
+                bytes.len().max(runtime.config().component_bytes_max),
+            )
+        })
+        .await
+        .map_err(|error| CoreError::Internal(format!("the compiler thread failed: {error}")))?
+        .map_err(|error| {
+            CoreError::Internal(format!("a stored plugin no longer loads: {error}"))
+        })?;
+        self.remember(plugin.clone());
+        Ok(plugin)
+    }
+
+    /// The store's set for a world, from memory when fresh.
+    async fn enabled(
+        &self,
+        database: &Database,
+        merchant_id: &str,
+        store_id: &str,
+        world: &'static str,
+    ) -> Result<Arc<Vec<EnabledPlugin>>, CoreError> {
+        let key = (merchant_id.to_string(), store_id.to_string(), world);
+        if let Some((at, set)) = self
+            .enabled
+            .lock()
+            .expect("the set memory is never poisoned")
+            .get(&key)
+        {
+            if at.elapsed() < Duration::from_millis(ENABLED_SET_TTL_MS) {
+                return Ok(set.clone());
+            }
+        }
+        let set = match registry::store_plugins(&database.pool, merchant_id, store_id, world).await
+        {
+            Ok(set) => Arc::new(set.plugins),
+            // The writer answers for a missing store, as it does without plugins.
+            Err(CoreError::NotFound(_)) => Arc::new(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        self.enabled
+            .lock()
+            .expect("the set memory is never poisoned")
+            .insert(key, (Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// Forgets a store's remembered set (after it changed).
+    pub fn forget_set(&self, merchant_id: &str, store_id: &str, world: &'static str) {
+        self.enabled
+            .lock()
+            .expect("the set memory is never poisoned")
+            .remove(&(merchant_id.to_string(), store_id.to_string(), world));
+    }
+
+    fn limits(&self, asked: &PluginLimits) -> runtime::Limits {
+        let mut limits = self.runtime.config().limits_default;
+        if let Some(fuel) = asked.fuel_per_call_max {
+            limits.fuel_per_call_max = fuel;
+        }
+        if let Some(deadline) = asked.deadline_ms {
+            limits.deadline_ms = deadline;
+        }
+        if let Some(memory) = asked.memory_bytes_max {
+            limits.memory_bytes_max = usize::try_from(memory).unwrap_or(usize::MAX);
+        }
+        limits.clamp_to(&self.runtime.config().limits_max)
+    }
+
+    fn record_health<T>(&self, plugin_id: &str, report: &runtime::CallReport<T>) {
+        let mut health = self
+            .health
+            .lock()
+            .expect("the health memory is never poisoned");
+        let entry = health.entry(plugin_id.to_string()).or_default();
+        entry.calls += 1;
+        if let Err(failure) = &report.result {
+            *entry.failures.entry(failure.kind()).or_default() += 1;
+        }
+        push_sample(&mut entry.fuel, report.fuel_consumed);
+        push_sample(&mut entry.latency_us, report.elapsed_us);
+    }
+
+    pub async fn health(
+        &self,
+        database: &Database,
+        merchant_id: &str,
+        plugin_id: &str,
+    ) -> Result<PluginHealth, CoreError> {
+        registry::get_plugin(&database.pool, merchant_id, plugin_id).await?;
+        let stores = registry::plugin_stores(&database.pool, merchant_id, plugin_id)
+            .await?
+            .into_iter()
+            .map(|(store_id, consecutive_failures, opened)| StoreCircuit {
+                store_id,
+                consecutive_failures,
+                circuit_open: opened.is_some(),
+            })
+            .collect();
+        let health = self
+            .health
+            .lock()
+            .expect("the health memory is never poisoned");
+        let empty = Health::default();
+        let entry = health.get(plugin_id).unwrap_or(&empty);
+        Ok(PluginHealth {
+            plugin_id: plugin_id.to_string(),
+            calls: entry.calls,
+            failures: entry
+                .failures
+                .iter()
+                .map(|(kind, count)| (kind.to_string(), *count))
+                .collect(),
+            fuel_p50: percentile(&entry.fuel, 50),
+            fuel_p99: percentile(&entry.fuel, 99),
+            latency_us_p50: percentile(&entry.latency_us, 50),
+            latency_us_p99: percentile(&entry.latency_us, 99),
+            stores,
+            since: self.started_at,
+        })
+    }
+
+    /// Counts a call's outcome for the store's circuit. A failure to count is logged, never
+    /// the request's failure.
+    async fn count_outcome(
+        &self,
+        database: &Database,
+        (merchant_id, store_id, world): CallSite<'_>,
+        enabled: &EnabledPlugin,
+        failed: bool,
+        now: i64,
+    ) {
+        let counted = if failed {
+            registry::record_failure(
+                &database.pool,
+                merchant_id,
+                store_id,
+                world,
+                &enabled.plugin_id,
+                self.failures_max,
+                now,
+            )
+            .await
+            .map(|opened| {
+                if opened {
+                    tracing::warn!(plugin = %enabled.plugin_id, store = %store_id, "plugin switched off for the store after repeated failures");
+                }
+            })
+        } else if enabled.consecutive_failures > 0 {
+            registry::record_success(
+                &database.pool,
+                merchant_id,
+                store_id,
+                world,
+                &enabled.plugin_id,
+            )
+            .await
+        } else {
+            return;
+        };
+        self.forget_set(merchant_id, store_id, world);
+        if let Err(error) = counted {
+            tracing::error!(%error, plugin = %enabled.plugin_id, "could not count a plugin call");
+        }
+    }
+
+    /// Replaces the built-in awards of `command` with what the store's earn rules decide.
+    /// A plugin that fails never fails the purchase: the built-in base rate stands, and the
+    /// transaction's provenance says which plugin failed and how.
+    pub async fn decide_earn(
+        &self,
+        database: &Database,
+        merchant: &Merchant,
+        command: &mut PurchaseCommand,
+        now: i64,
+    ) -> Result<(), CoreError> {
+        const WORLD: &str = "earn-rule";
+        let enabled = self
+            .enabled(database, &merchant.id, &command.store_id, WORLD)
+            .await?;
+        let active: Vec<&EnabledPlugin> = enabled
+            .iter()
+            .filter(|plugin| !plugin.circuit_open)
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let member =
+            member_input(snapshot(&database.pool, &merchant.id, &command.member_id, now).await?);
+        let purchase = purchase_input(merchant, command);
+        let store_id = command.store_id.clone();
+        let site: CallSite<'_> = (&merchant.id, &store_id, WORLD);
+        let mut awards = Vec::new();
+        let mut records = Vec::with_capacity(active.len());
+        let mut failed = false;
+        for enabled in active {
+            let context = context_input(merchant, &command.store_id, enabled, now);
+            let input_sha256 = hex::encode(Sha256::digest(
+                serde_json::to_vec(&(&context, &member, &purchase))
+                    .expect("plugin input serializes"),
+            ));
+            let plugin = match self.plugin(database, &merchant.id, enabled).await {
+                Ok(plugin) => plugin,
+                Err(error) => {
+                    tracing::error!(%error, plugin = %enabled.plugin_id, "plugin could not be loaded");
+                    failed = true;
+                    records.push(record(
+                        enabled,
+                        input_sha256,
+                        "failed",
+                        Some("load".into()),
+                        0,
+                    ));
+                    continue;
+                }
+            };
+            let limits = self.limits(&enabled.limits);
+            let (call_member, call_purchase) = (member.clone(), purchase.clone());
+            let report = tokio::task::spawn_blocking(move || {
+                plugin.earn(&limits, &context, &call_member, &call_purchase)
+            })
+            .await
+            .map_err(|error| CoreError::Internal(format!("the plugin thread failed: {error}")))?;
+            self.record_health(&enabled.plugin_id, &report);
+            for line in &report.logs {
+                tracing::debug!(plugin = %enabled.plugin_id, level = line.level.as_str(), message = %line.message, "plugin log");
+            }
+            match report.result {
+                Ok(plugin_awards) => {
+                    let points = plugin_awards.iter().map(|award| award.points.max(0)).sum();
+                    awards.extend(plugin_awards.into_iter().map(|award| Award {
+                        points: award.points,
+                        reason: award.reason,
+                        source: format!("plugin:{}@{}", enabled.name, enabled.version),
+                    }));
+                    records.push(record(enabled, input_sha256, "ok", None, points));
+                    self.count_outcome(database, site, enabled, false, now)
+                        .await;
+                }
+                Err(failure) => {
+                    failed = true;
+                    records.push(record(
+                        enabled,
+                        input_sha256,
+                        "failed",
+                        Some(failure.kind().into()),
+                        0,
+                    ));
+                    tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "earn rule failed; the base rate applies");
+                    self.count_outcome(database, site, enabled, true, now).await;
+                }
+            }
+        }
+        let fallback = failed.then_some("base_rate");
+        if !failed {
+            command.awards = cap_awards(awards, merchant.settings.points_per_purchase_max);
+        }
+        command.provenance = Some(serde_json::json!({
+            "earn_policy": "plugins",
+            "plugins": records,
+            "fallback": fallback,
+        }));
+        Ok(())
+    }
+}
+
+fn record(
+    enabled: &EnabledPlugin,
+    input_sha256: String,
+    outcome: &'static str,
+    failure: Option<String>,
+    points: i64,
+) -> CallRecord {
+    CallRecord {
+        plugin_id: enabled.plugin_id.clone(),
+        name: enabled.name.clone(),
+        version: enabled.version.clone(),
+        sha256: enabled.sha256.clone(),
+        input_sha256,
+        outcome,
+        failure,
+        points,
+    }
+}
+
+/// The merchant's UTC offset at `now`, from the system's time-zone database (0 and a warning
+/// when the zone is unknown there).
+fn utc_offset_seconds(timezone: &str, now: i64) -> i32 {
+    let zone = match jiff::tz::TimeZone::get(timezone) {
+        Ok(zone) => zone,
+        Err(error) => {
+            tracing::warn!(%error, timezone, "unknown time zone; plugins see UTC");
+            return 0;
+        }
+    };
+    match jiff::Timestamp::from_microsecond(now) {
+        Ok(at) => zone.to_offset(at).seconds(),
+        Err(_) => 0,
+    }
+}
+
+fn context_input(
+    merchant: &Merchant,
+    store_id: &str,
+    enabled: &EnabledPlugin,
+    now: i64,
+) -> runtime::Context {
+    runtime::Context {
+        merchant_id: merchant.id.clone(),
+        store_id: Some(store_id.to_string()),
+        now,
+        timezone: merchant.timezone.clone(),
+        utc_offset_seconds: utc_offset_seconds(&merchant.timezone, now),
+        config: enabled.config.to_string(),
+        currency: merchant.currency.clone(),
+        currency_exponent: u8::try_from(merchant.currency_exponent)
+            .expect("currency exponents are small"),
+    }
+}
+
+fn member_input(member: MemberSnapshot) -> runtime::Member {
+    runtime::Member {
+        id: member.id,
+        tier: member.tier,
+        joined_at: member.joined_at,
+        birthday: member
+            .birthday
+            .map(|(year, month, day)| runtime::Date { year, month, day }),
+        attributes: member.attributes,
+        stats: runtime::MemberStats {
+            lifetime_spend: member.lifetime_spend,
+            spend_12_months: member.spend_12_months,
+            orders_count: u32::try_from(member.orders_count).unwrap_or(u32::MAX),
+            last_purchase_at: member.last_purchase_at,
+            points_available: member.points_available,
+        },
+    }
+}
+
+fn purchase_input(merchant: &Merchant, command: &PurchaseCommand) -> runtime::Purchase {
+    runtime::Purchase {
+        id: command.purchase_id.clone(),
+        store_id: command.store_id.clone(),
+        channel: "pos".to_string(),
+        occurred_at: command.occurred_at,
+        currency: merchant.currency.clone(),
+        lines: command
+            .lines
+            .iter()
+            .map(|line| runtime::PurchaseLine {
+                sku: line.sku.clone(),
+                name: line.name.clone(),
+                category: line.category.clone(),
+                quantity: u32::try_from(line.quantity).expect("quantities are validated small"),
+                unit_price: line.unit_price,
+                total: line.total,
+            })
+            .collect(),
+        total: command.total,
+    }
+}
