@@ -7,7 +7,7 @@ use crate::api;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Loyalty host API", description = "Members, points, stored value and count cards on a double-entry ledger. Errors are application/problem+json."),
+    info(title = "Loyalty host API", description = "Members, points, stored value and count cards on a double-entry ledger, with per-store WebAssembly plugins. Errors are application/problem+json."),
     paths(
         api::merchants::create, api::merchants::get, api::merchants::update,
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
@@ -20,6 +20,8 @@ use crate::api;
         api::count_cards::create_package, api::count_cards::list_packages, api::count_cards::get_package,
         api::count_cards::sell, api::count_cards::consume,
         api::operator::points_lifecycle,
+        api::plugins::upload, api::plugins::list, api::plugins::get, api::plugins::health,
+        api::plugins::get_store_set, api::plugins::put_store_set,
     ),
     modifiers(&Security),
     security(("api_key" = [])),
