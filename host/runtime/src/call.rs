@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{
     Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
@@ -249,11 +249,20 @@ pub(crate) fn run<T: EncodedSize>(
     store
         .set_fuel(limits.fuel_per_call_max)
         .expect("the engine is configured with consume_fuel");
-    // The current tick may be partly over: one more tick keeps the deadline a lower bound.
-    store.set_epoch_deadline(limits.deadline_ms.div_ceil(EPOCH_TICK_MS).max(1) + 1);
-    store.epoch_deadline_trap();
-
+    // The epoch only says when to look at the clock: a tick may be partly over, or the
+    // ticker may be catching up, so at each epoch deadline the callback compares the real
+    // time with the deadline and either interrupts or waits for the ticks still missing.
     let started = Instant::now();
+    let deadline = started + Duration::from_millis(limits.deadline_ms);
+    store.set_epoch_deadline(ticks_until(deadline));
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(ticks_until(deadline))
+        })
+    });
+
     let outcome = call(&mut store);
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let fuel_left = store
@@ -283,6 +292,16 @@ pub(crate) fn run<T: EncodedSize>(
         logs: state.log.lines,
         logs_dropped: state.log.dropped,
     }
+}
+
+/// Epoch ticks from now until `deadline` (at least 1).
+fn ticks_until(deadline: Instant) -> u64 {
+    let remaining_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    u64::try_from(remaining_ms.div_ceil(u128::from(EPOCH_TICK_MS)))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Out of fuel → Fuel, epoch interrupt → Deadline, after a denied growth → Memory, any other

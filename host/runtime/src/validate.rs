@@ -85,9 +85,11 @@ pub(crate) fn world_of(
         }
         match plugin_interface(name) {
             Some(("host" | "types", v)) if v == Some(version) => {}
-            Some(("host" | "types", _)) => return Err(LoadError::UnsupportedWorld(format!(
+            Some(("host" | "types", _)) => {
+                return Err(LoadError::UnsupportedWorld(format!(
                 "it imports `{name}` but exports loyalty:plugin@{version}; the versions must match"
-            ))),
+            )))
+            }
             _ => {
                 return Err(LoadError::UnsupportedWorld(format!(
                     "it imports `{name}`, which the host does not provide (plugins may import \
