@@ -454,6 +454,21 @@ fn test() -> Result<()> {
         eprintln!("xtask: plugin unit tests FAILED: {err:#}");
         failures.push("plugin unit tests");
     }
+    // The Python example's rule logic, with the standard library's unittest.
+    let python_tests = workspace_root()
+        .join("examples")
+        .join("python-earn-rule")
+        .join("tests");
+    if python_tests.exists() {
+        if let Err(err) = run_checked(
+            Command::new("python3")
+                .args(["-m", "unittest", "discover", "-s"])
+                .arg(&python_tests),
+        ) {
+            eprintln!("xtask: Python plugin tests FAILED: {err:#}");
+            failures.push("Python plugin tests");
+        }
+    }
 
     // Doc tests before the suite: its summary should be the last a reader (or CI) sees.
     if let Err(err) = run_checked(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"]))
