@@ -14,6 +14,7 @@ use wasmtime_wasi::{
 use crate::engine::EPOCH_TICK_MS;
 use crate::error::CallFailure;
 use crate::limits::Limits;
+use crate::stderr::StderrHead;
 use crate::types::{EncodedSize, LogLevel, Timestamp};
 
 /// A line a plugin logged during a call.
@@ -188,10 +189,12 @@ const INSECURE_RANDOM_SEED: u128 = 0x6c6f_7961_6c74_792d_9e37_79b9_7f4a_7c15;
 const RANDOM_BYTES_MAX: u64 = 64 << 10;
 
 /// A WASI context that lets nothing in or out: no files, environment, arguments or
-/// network; stdio goes nowhere; the clocks are fixed and random data is seeded.
-fn deny_all_wasi(now: Timestamp) -> WasiCtx {
+/// network; stdin is empty, stdout goes nowhere, the head of stderr is kept in `stderr` (for
+/// a trap's message); the clocks are fixed and random data is seeded.
+fn deny_all_wasi(now: Timestamp, stderr: StderrHead) -> WasiCtx {
     let now = Duration::from_micros(u64::try_from(now).unwrap_or(0));
     WasiCtxBuilder::new()
+        .stderr(stderr)
         .wall_clock(FixedWallClock(now))
         .monotonic_clock(FixedMonotonicClock)
         .secure_random(Deterministic::new(RANDOM_SEED.to_vec()))
@@ -228,8 +231,9 @@ pub(crate) fn run<T: EncodedSize>(
             max: limits.input_bytes_max,
         });
     }
+    let stderr = StderrHead::default();
     let state = StoreState {
-        wasi: deny_all_wasi(now),
+        wasi: deny_all_wasi(now, stderr.clone()),
         table: ResourceTable::new(),
         limiter: CallLimiter {
             memory_bytes: 0,
@@ -283,7 +287,7 @@ pub(crate) fn run<T: EncodedSize>(
             }
         }
         Ok(Err(GuestError { code, message })) => Err(CallFailure::Guest { code, message }),
-        Err(error) => Err(classify(&error, state.limiter.denied)),
+        Err(error) => Err(classify(&error, state.limiter.denied, &stderr.text())),
     };
     CallReport {
         result,
@@ -305,13 +309,19 @@ fn ticks_until(deadline: Instant) -> u64 {
 }
 
 /// Out of fuel → Fuel, epoch interrupt → Deadline, after a denied growth → Memory, any other
-/// trap → Trap with wasmtime's description.
-fn classify(error: &wasmtime::Error, memory_denied: bool) -> CallFailure {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => CallFailure::Fuel,
-        Some(Trap::Interrupt) => CallFailure::Deadline,
-        _ if memory_denied => CallFailure::Memory,
-        Some(trap) => CallFailure::Trap(trap.to_string()),
-        None => CallFailure::Trap(format!("{error:#}")),
-    }
+/// trap → Trap with wasmtime's description, followed by what the guest wrote to stderr (a
+/// Rust panic's message) if anything.
+fn classify(error: &wasmtime::Error, memory_denied: bool, stderr: &str) -> CallFailure {
+    let description = match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return CallFailure::Fuel,
+        Some(Trap::Interrupt) => return CallFailure::Deadline,
+        _ if memory_denied => return CallFailure::Memory,
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    CallFailure::Trap(if stderr.is_empty() {
+        description
+    } else {
+        format!("{description}; stderr: {stderr}")
+    })
 }

@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod limits;
 mod runtime;
+mod stderr;
 pub mod types;
 mod validate;
 mod world;

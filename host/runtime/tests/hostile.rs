@@ -80,6 +80,11 @@ fn a_panic_is_a_trap() {
     match &report.result {
         Err(CallFailure::Trap(message)) => {
             assert!(message.contains("unreachable"), "{message}");
+            // The panic message, from the guest's stderr.
+            assert!(
+                message.contains("hostile-trap: deliberate panic"),
+                "{message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
