@@ -19,9 +19,9 @@ pub const EPOCH_TICK_MS: u64 = 1;
 pub const INSTANCES_CONCURRENT_MAX: u32 = 256;
 
 /// Core instances, memories and tables in the pool per concurrent plugin instance (a
-/// `wasm32-wasip2` component has one memory and a few small shim instances; interpreters
-/// built with componentize-py have a few memories).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// `wasm32-wasip2` component has one memory and a few small shim instances; a CPython
+/// component built with componentize-py has 38 core instances and 2 tables).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
 
