@@ -399,12 +399,14 @@ pub struct StorePlugins {
     pub plugins: Vec<EnabledPlugin>,
 }
 
-fn check_world(world: &str) -> Result<(), CoreError> {
-    if WORLDS.contains(&world) {
-        Ok(())
-    } else {
-        Err(CoreError::NotFound("world"))
-    }
+/// The world named `name`, as the registry's own name (a `&'static str` keys caches); an
+/// unknown world is not found, like any unknown path.
+pub fn world_by_name(name: &str) -> Result<&'static str, CoreError> {
+    WORLDS
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .ok_or(CoreError::NotFound("world"))
 }
 
 /// Replaces the plugin versions `store_id` runs for `world`. Versions stay pinned: a newer
@@ -417,7 +419,7 @@ pub async fn set_store_plugins(
     request: &StorePluginsRequest,
     now: i64,
 ) -> Result<StorePlugins, CoreError> {
-    check_world(world)?;
+    world_by_name(world)?;
     get_store(pool, merchant_id, store_id).await?;
     let mut errors = Vec::new();
     if request.plugins.len() > STORE_PLUGINS_PER_WORLD_MAX {
@@ -514,7 +516,7 @@ pub async fn store_plugins(
     store_id: &str,
     world: &str,
 ) -> Result<StorePlugins, CoreError> {
-    check_world(world)?;
+    world_by_name(world)?;
     get_store(pool, merchant_id, store_id).await?;
     let rows = sqlx::query(
         "SELECT s.plugin_id, p.name, p.version, p.sha256, p.limits, s.config, s.priority, \

@@ -196,6 +196,12 @@ impl Runtime {
         Ok(self.plugins().entry(sha256).or_insert(plugin).clone())
     }
 
+    /// The plugin with this sha256 (hex), if it is loaded: callers that keep components by
+    /// hash need not read the bytes again.
+    pub fn loaded(&self, sha256: &str) -> Option<Plugin> {
+        self.plugins().get(sha256).cloned()
+    }
+
     /// Forgets a loaded plugin (by sha256), so its compiled code is freed once no clone of
     /// it is left. Returns whether it was loaded.
     pub fn unload(&self, sha256: &str) -> bool {

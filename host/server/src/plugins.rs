@@ -23,8 +23,6 @@ use utoipa::ToSchema;
 pub const ENABLED_SET_TTL_MS: u64 = 2_000;
 /// Samples kept per plugin for the health percentiles (the most recent calls).
 pub const HEALTH_SAMPLES_MAX: usize = 1_024;
-/// Most compiled plugins kept in memory before the memory is cleared (it refills on use).
-pub const LOADED_PLUGINS_MAX: usize = 1_000;
 
 /// How the host runs plugins.
 #[derive(Debug, Clone)]
@@ -52,7 +50,6 @@ type CallSite<'a> = (&'a str, &'a str, &'static str);
 pub struct PluginHost {
     runtime: runtime::Runtime,
     failures_max: i64,
-    loaded: Mutex<HashMap<String, runtime::Plugin>>,
     enabled: Mutex<HashMap<SetKey, RememberedSet>>,
     health: Mutex<HashMap<String, Health>>,
     started_at: time::OffsetDateTime,
@@ -129,7 +126,6 @@ impl PluginHost {
         Ok(PluginHost {
             runtime: runtime::Runtime::new(settings.runtime)?,
             failures_max: settings.failures_max,
-            loaded: Mutex::default(),
             enabled: Mutex::default(),
             health: Mutex::default(),
             started_at: time::OffsetDateTime::now_utc(),
@@ -142,26 +138,14 @@ impl PluginHost {
     }
 
     /// Validates and compiles an uploaded component (on a blocking thread: compiling takes
-    /// tens of milliseconds).
-    pub async fn inspect(&self, bytes: Vec<u8>) -> Result<runtime::Plugin, CoreError> {
+    /// tens of milliseconds). The bytes come back with the plugin, uncopied.
+    pub async fn inspect(&self, bytes: Vec<u8>) -> Result<(runtime::Plugin, Vec<u8>), CoreError> {
         let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+        let (loaded, bytes) = tokio::task::spawn_blocking(move || (runtime.load(&bytes), bytes))
             .await
             .map_err(|error| CoreError::Internal(format!("the compiler thread failed: {error}")))?;
         let plugin = loaded.map_err(|error| CoreError::field("component", error.to_string()))?;
-        self.remember(plugin.clone());
-        Ok(plugin)
-    }
-
-    fn remember(&self, plugin: runtime::Plugin) {
-        let mut loaded = self
-            .loaded
-            .lock()
-            .expect("the plugin memory is never poisoned");
-        if loaded.len() >= LOADED_PLUGINS_MAX {
-            loaded.clear();
-        }
-        loaded.insert(plugin.sha256().to_string(), plugin);
+        Ok((plugin, bytes))
     }
 
     async fn plugin(
@@ -170,13 +154,8 @@ impl PluginHost {
         merchant_id: &str,
         enabled: &EnabledPlugin,
     ) -> Result<runtime::Plugin, CoreError> {
-        if let Some(plugin) = self
-            .loaded
-            .lock()
-            .expect("the plugin memory is never poisoned")
-            .get(&enabled.sha256)
-        {
-            return Ok(plugin.clone());
+        if let Some(plugin) = self.runtime.loaded(&enabled.sha256) {
+            return Ok(plugin);
         }
         let bytes =
             registry::component_bytes(&database.pool, merchant_id, &enabled.plugin_id).await?;
@@ -194,7 +173,6 @@ impl PluginHost {
         .map_err(|error| {
             CoreError::Internal(format!("a stored plugin no longer loads: {error}"))
         })?;
-        self.remember(plugin.clone());
         Ok(plugin)
     }
 

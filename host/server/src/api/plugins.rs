@@ -5,10 +5,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use loyalty_core::merchants::Scope;
 use loyalty_core::plugins::{
-    self as registry, Inspected, Manifest, Plugin, StorePlugins, StorePluginsRequest, WORLDS,
+    self as registry, Inspected, Manifest, Plugin, StorePlugins, StorePluginsRequest,
 };
-use loyalty_core::CoreError;
-use sha2::{Digest, Sha256};
 
 use crate::api::Page;
 use crate::error::{ApiError, ApiResult, Problem};
@@ -93,8 +91,7 @@ pub async fn upload(
     let (Some(manifest), Some(component)) = (manifest, component) else {
         return Err(ApiError::Validation(missing));
     };
-    let sha256 = hex::encode(Sha256::digest(&component));
-    let compiled = state.plugins.inspect(component.clone()).await?;
+    let (compiled, component) = state.plugins.inspect(component).await?;
     let (plugin, created) = registry::create_plugin(
         &state.database.pool,
         &principal.merchant.id,
@@ -102,7 +99,7 @@ pub async fn upload(
         Inspected {
             world: compiled.world().as_str(),
             wit_version: compiled.wit_version(),
-            sha256: &sha256,
+            sha256: compiled.sha256(),
             bytes: &component,
         },
         state.clock.now(),
@@ -166,14 +163,6 @@ pub async fn health(
     ))
 }
 
-fn world_name(world: &str) -> Result<&'static str, ApiError> {
-    WORLDS
-        .iter()
-        .find(|known| **known == world)
-        .copied()
-        .ok_or_else(|| ApiError::from(CoreError::NotFound("world")))
-}
-
 /// Which plugin versions the store runs for a world, in order.
 #[utoipa::path(get, path = "/v1/stores/{store_id}/plugins/{world}", tag = "plugins",
     responses((status = 200, body = StorePlugins), (status = 404, body = Problem)))]
@@ -183,7 +172,7 @@ pub async fn get_store_set(
     Path((store_id, world)): Path<(String, String)>,
 ) -> ApiResult<Json<StorePlugins>> {
     let principal = auth.require(Scope::Admin)?;
-    let world = world_name(&world)?;
+    let world = registry::world_by_name(&world)?;
     Ok(Json(
         registry::store_plugins(
             &state.database.pool,
@@ -208,7 +197,7 @@ pub async fn put_store_set(
     ApiJson(request): ApiJson<StorePluginsRequest>,
 ) -> ApiResult<Json<StorePlugins>> {
     let principal = auth.require(Scope::Admin)?;
-    let world = world_name(&world)?;
+    let world = registry::world_by_name(&world)?;
     let set = registry::set_store_plugins(
         &state.database.pool,
         &principal.merchant.id,
