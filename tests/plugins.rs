@@ -1,8 +1,8 @@
 //! Plugins end to end: upload, enable per store, purchases earning through real components,
-//! the failure policy with a hostile component, the registry's refusals, and the Python port
+//! the failure policy with every hostile test guest, the registry's refusals, and the Python port
 //! giving the same awards as the Rust plugin.
 
-use loyalty_tests::{backend_tests, component, json, Backend, TestServer};
+use loyalty_tests::{backend_tests, component, json, plugin_settings, Backend, TestServer};
 use serde_json::Value;
 
 fn multiplier_manifest(name: &str, version: &str) -> Value {
@@ -198,6 +198,133 @@ async fn failing_plugin_falls_back_and_opens_its_circuit(backend: Backend) {
     let set = server.put(&path, &merchant.key, &enable).await;
     assert_eq!(set.ok(200)["plugins"][0]["circuit_open"], false);
     assert_eq!(set.ok(200)["plugins"][0]["consecutive_failures"], 0);
+    server.verify().await;
+}
+
+/// Every hostile test guest, uploaded and enabled through the API: each failing one costs the
+/// purchase nothing but the plugin's decision (the base rate applies, the provenance and the
+/// health endpoint name the failure kind), and the server keeps serving; the log flood is
+/// capped and the plugin's own award stands.
+async fn hostile_plugins_are_contained_through_the_server(backend: Backend) {
+    // Enough fuel and time that the limit under test is the one that stops the guest.
+    let roomy = json!({"fuel_per_call_max": 1_000_000_000u64, "deadline_ms": 1_000});
+    // The log flood makes a million host calls (≈ 15 M fuel): seconds in a debug build, more
+    // than the operator's default ceiling of 1,000 ms allows. This operator allows more.
+    let flood = json!({"fuel_per_call_max": 1_000_000_000u64, "deadline_ms": 30_000});
+    // (guest, manifest limits, expected failure kind; None: the call succeeds).
+    let cases = [
+        ("hostile_loop", json!({}), Some("fuel")),
+        // 1e9 fuel cannot burn in 50 ms: the wall deadline stops the loop first.
+        (
+            "hostile_loop",
+            json!({"fuel_per_call_max": 1_000_000_000u64}),
+            Some("deadline"),
+        ),
+        ("hostile_memory", roomy.clone(), Some("memory")),
+        ("hostile_trap", json!({}), Some("trap")),
+        ("hostile_output", roomy.clone(), Some("output")),
+        ("hostile_log", flood, None),
+    ];
+    let mut plugins = plugin_settings();
+    plugins.runtime.limits_max.deadline_ms = 30_000;
+    let server = TestServer::start_with_plugins(backend, plugins).await;
+    let merchant = server.merchant("Cafe", "CNY").await;
+    let key = merchant.key.as_str();
+    let plain_store = server.store_coded(key, "PLAIN").await;
+    for (index, (guest, limits, failure)) in cases.into_iter().enumerate() {
+        let case = format!("{guest} with {limits}");
+        let manifest = json!({"name": format!("hostile-{index}"), "version": "0.1.0",
+                              "world": "earn-rule", "limits": limits});
+        let plugin = server
+            .upload_plugin(key, Some(&manifest), Some(component(guest)))
+            .await
+            .ok(201)
+            .clone();
+        let plugin_id = plugin["id"].as_str().expect("id");
+        let store = server.store_coded(key, &format!("H{index}")).await;
+        server
+            .put(
+                &format!("/v1/stores/{store}/plugins/earn-rule"),
+                key,
+                &json!({"plugins": [{"plugin_id": plugin_id}]}),
+            )
+            .await
+            .ok(200);
+        let shopper = member(&server, key, &format!("1380013810{index}")).await;
+
+        let receipt = buy(&server, key, &format!("h{index}"), &shopper, &store).await;
+        let ledger = server
+            .get(&format!("/v1/members/{shopper}/ledger"), key)
+            .await;
+        let provenance = ledger.ok(200)["items"][0]["provenance"].clone();
+        assert_eq!(provenance["earn_policy"], "plugins", "{case}: {provenance}");
+        assert_eq!(provenance["plugins"][0]["plugin_id"], plugin_id, "{case}");
+        let health = server
+            .get(&format!("/v1/plugins/{plugin_id}/health"), key)
+            .await
+            .ok(200)
+            .clone();
+        assert_eq!(health["calls"], 1, "{case}: {health}");
+        let balances = server
+            .get(&format!("/v1/members/{shopper}/balances"), key)
+            .await;
+        let points = balances.ok(200)["points"]["available"].clone();
+        match failure {
+            Some(kind) => {
+                // The merchant's base rate: 40.00 at 1 point per CNY 1.
+                assert_eq!(receipt["points_awarded"], 40, "{case}: {receipt}");
+                assert_eq!(receipt["awards"][0]["source"], "base_rate", "{case}");
+                assert_eq!(points, 40, "{case}");
+                assert_eq!(provenance["fallback"], "base_rate", "{case}: {provenance}");
+                assert_eq!(provenance["plugins"][0]["outcome"], "failed", "{case}");
+                assert_eq!(provenance["plugins"][0]["failure"], kind, "{case}");
+                assert_eq!(provenance["plugins"][0]["points"], 0, "{case}");
+                assert_eq!(health["failures"], json!({kind: 1}), "{case}: {health}");
+                // One failure is not enough to switch the plugin off.
+                assert_eq!(health["stores"][0]["consecutive_failures"], 1, "{case}");
+                assert_eq!(health["stores"][0]["circuit_open"], false, "{case}");
+            }
+            None => {
+                // The flood is capped; the plugin's own award stands.
+                assert_eq!(
+                    receipt["points_awarded"], 1,
+                    "{case}: {receipt} {provenance} {health}"
+                );
+                assert_eq!(
+                    receipt["awards"],
+                    json!([{"points": 1, "reason": "survived the log flood",
+                            "source": format!("plugin:hostile-{index}@0.1.0")}]),
+                    "{case}"
+                );
+                assert_eq!(points, 1, "{case}");
+                assert!(provenance["fallback"].is_null(), "{case}: {provenance}");
+                assert_eq!(provenance["plugins"][0]["outcome"], "ok", "{case}");
+                assert_eq!(provenance["plugins"][0]["points"], 1, "{case}");
+                assert_eq!(health["failures"], json!({}), "{case}: {health}");
+                assert_eq!(health["stores"][0]["consecutive_failures"], 0, "{case}");
+            }
+        }
+
+        // The server keeps serving: a store without plugins earns the base rate.
+        let plain = buy(
+            &server,
+            key,
+            &format!("plain{index}"),
+            &shopper,
+            &plain_store,
+        )
+        .await;
+        assert_eq!(plain["points_awarded"], 40, "{case}: {plain}");
+        assert_eq!(plain["awards"][0]["source"], "base_rate", "{case}");
+        let ledger = server
+            .get(&format!("/v1/members/{shopper}/ledger"), key)
+            .await;
+        assert_eq!(
+            ledger.ok(200)["items"][0]["provenance"],
+            json!({"earn_policy": "base_rate"}),
+            "{case}"
+        );
+    }
     server.verify().await;
 }
 
@@ -430,6 +557,7 @@ async fn python_plugin_matches_rust(backend: Backend) {
 backend_tests!(
     earn_rule_plugin_decides_points,
     failing_plugin_falls_back_and_opens_its_circuit,
+    hostile_plugins_are_contained_through_the_server,
     registry_refuses_bad_uploads_and_foreign_ids,
     python_plugin_matches_rust,
 );

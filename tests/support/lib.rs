@@ -216,11 +216,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with_plugins(backend, plugin_settings()).await
+    }
+
+    /// A server whose plugin runtime has these settings (e.g. a higher operator ceiling).
+    pub async fn start_with_plugins(backend: Backend, plugins: PluginSettings) -> TestServer {
         let database_url = fresh_database(backend).await;
-        TestServer::start_on(backend, database_url).await
+        TestServer::start_on_with_plugins(backend, database_url, plugins).await
     }
 
     pub async fn start_on(backend: Backend, database_url: String) -> TestServer {
+        TestServer::start_on_with_plugins(backend, database_url, plugin_settings()).await
+    }
+
+    async fn start_on_with_plugins(
+        backend: Backend,
+        database_url: String,
+        plugins: PluginSettings,
+    ) -> TestServer {
         let database = Database::connect(&database_url).await.expect("connect");
         database.migrate().await.expect("migrate");
         let clock = Clock::default();
@@ -229,7 +242,7 @@ impl TestServer {
             OPERATOR_KEY,
             clock.clone(),
             0,
-            PluginHost::new(plugin_settings()).expect("the plugin runtime starts"),
+            PluginHost::new(plugins).expect("the plugin runtime starts"),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
