@@ -13,6 +13,10 @@ pub struct Award {
     pub reason: String,
     /// Which policy made the award (kept as the transaction's provenance).
     pub source: String,
+    /// When these points expire (unix microseconds), if not on the merchant's default
+    /// schedule. The purchase honours it only after the points activate (see
+    /// `operations::honoured_expiry`).
+    pub expires_at: Option<i64>,
 }
 
 pub struct EarnLine<'a> {
@@ -59,6 +63,7 @@ impl EarnPolicy for BaseRate {
             points,
             reason: format!("{} point(s) per currency unit", rate.normalize()),
             source: "base_rate".to_string(),
+            expires_at: None,
         }]
     }
 }

@@ -170,6 +170,15 @@ pub struct AwardView {
     pub points: i64,
     pub reason: String,
     pub source: String,
+    /// When these points expire, where the earn rule's override was honoured; absent when
+    /// the merchant's default expiry applies (so receipts without overrides keep their shape).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -187,7 +196,7 @@ pub struct RefundReceipt {
     pub purchase_refunded_total: String,
     /// What goes back by each payment method (cash and card are the till's to pay out).
     pub returned: ReturnedPayments,
-    /// Earned points taken back, from the purchase's own lot first.
+    /// Earned points taken back, from the purchase's own lots first.
     pub points_reversed: i64,
     /// Part of `points_reversed` that left the member's points negative (only when allowed).
     pub points_debt: i64,
@@ -915,9 +924,25 @@ struct PaymentRecord {
     refunded_bonus: i64,
     refunded_points: i64,
     awards: Vec<AwardView>,
-    /// Expired points of the purchase's lot already excused from reversals.
+    /// Expired points of the purchase's lots already excused from reversals.
     #[serde(default)]
     expired_forgiven: i64,
+    /// The purchase's lots for awards with an honoured expiry override, soonest first (the
+    /// main lot is `purchases.lot_id`). Kept here so a refund finds them by key, without a
+    /// scan of the member's lots or a new index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    override_lots: Vec<String>,
+}
+
+/// Latest expiry a lot may carry: the end of year 9999, the last instant RFC 3339 (and so
+/// every receipt and balance) can show.
+pub const EXPIRES_AT_MAX: i64 = 253_402_300_799_999_999;
+
+/// The expiry override of an award as the host honours it: only one after the points
+/// activate (an override at or before `activates_at` would make the points expire before
+/// they could be spent) and one a receipt can show. `None`: the merchant's default applies.
+pub fn honoured_expiry(expires_at: Option<i64>, activates_at: i64) -> Option<i64> {
+    expires_at.filter(|at| *at > activates_at && *at <= EXPIRES_AT_MAX)
 }
 
 async fn purchase(
@@ -1019,6 +1044,7 @@ async fn purchase(
             points: award.points,
             reason: award.reason.clone(),
             source: award.source.clone(),
+            expires_at: honoured_expiry(award.expires_at, activates_at).map(from_unix_micros),
         })
         .collect();
     transaction.reason = Some(
@@ -1050,45 +1076,81 @@ async fn purchase(
     let mut lot_id = None;
     let mut queued_lots = Vec::new();
     if points_awarded > 0 {
-        let balance_after = new_balances.get(&earn_account).copied().unwrap_or(0);
-        let mut remaining = if pending {
-            points_awarded
-        } else {
-            lot_share_of_credit(points_awarded, balance_after)
-        };
-        let expires_at = expiry_after(activates_at, settings.points_expiry_days);
-        // A back-dated purchase whose points have already expired: they go to breakage at
-        // once instead of showing as available until the next lifecycle run.
-        let expired_on_arrival =
-            !pending && remaining > 0 && expires_at.is_some_and(|at| at <= context.now);
-        let expired = if expired_on_arrival { remaining } else { 0 };
-        remaining -= expired;
-        if !pending {
-            queued_lots.push((remaining, expires_at));
+        // The purchase's lots, in the order refunds take from them: the main lot for awards
+        // on the merchant's default expiry, then one lot per honoured override, soonest first.
+        // Every lot has the purchase's state and activation; only the expiry differs.
+        let mut main_points = 0;
+        let mut overrides: BTreeMap<i64, i64> = BTreeMap::new();
+        for award in &command.awards {
+            match honoured_expiry(award.expires_at, activates_at) {
+                Some(at) => *overrides.entry(at).or_default() += award.points,
+                None => main_points += award.points,
+            }
         }
-        let id = insert_lot(
-            script,
-            &merchant.id,
-            member_id,
-            &transaction_id,
-            pending,
-            points_awarded,
-            remaining,
-            activates_at,
-            expires_at,
-            context.now,
-        );
-        if expired > 0 {
+        let default_expires_at = expiry_after(activates_at, settings.points_expiry_days);
+        let lots = std::iter::once((true, main_points, default_expires_at))
+            .chain(
+                overrides
+                    .iter()
+                    .map(|(at, points)| (false, *points, Some(*at))),
+            )
+            .filter(|(_, points, _)| *points > 0);
+        // A debt is repaid before the points form lots; the lots give it up in their order.
+        let balance_after = new_balances.get(&earn_account).copied().unwrap_or(0);
+        let mut debt_to_repay = if pending {
+            0
+        } else {
+            points_awarded - lot_share_of_credit(points_awarded, balance_after)
+        };
+        let mut expired_lots = Vec::new();
+        for (main, points, expires_at) in lots {
+            let repaid = debt_to_repay.min(points);
+            debt_to_repay -= repaid;
+            let mut remaining = points - repaid;
+            // A back-dated purchase whose points have already expired: they go to breakage at
+            // once instead of showing as available until the next lifecycle run.
+            let expired_on_arrival =
+                !pending && remaining > 0 && expires_at.is_some_and(|at| at <= context.now);
+            let expired = if expired_on_arrival { remaining } else { 0 };
+            remaining -= expired;
+            if !pending {
+                queued_lots.push((remaining, expires_at));
+            }
+            let id = insert_lot(
+                script,
+                &merchant.id,
+                member_id,
+                &transaction_id,
+                pending,
+                points,
+                remaining,
+                activates_at,
+                expires_at,
+                context.now,
+            );
+            if expired > 0 {
+                expired_lots.push((id.clone(), expired));
+            }
+            if main {
+                lot_id = Some(id);
+            } else {
+                record_payments.override_lots.push(id);
+            }
+        }
+        for (id, expired) in &expired_lots {
             let mut expiry = context.transaction("points.expiry", member_id);
             expiry.idempotency_key = None;
             expiry.reference = Some(id.clone());
             expiry.reason = Some("points expired before the purchase was recorded".into());
             expiry.postings = vec![
                 Posting::member(points_account.clone(), POINTS, -expired),
-                Posting::merchant("points_breakage", POINTS, expired),
+                Posting::merchant("points_breakage", POINTS, *expired),
             ];
             record(connection, script, &merchant.id, context.now, expiry).await?;
-            // the balances read with the purchase no longer hold
+        }
+        if !expired_lots.is_empty() {
+            // the balances read with the purchase no longer hold; the re-read flushes the
+            // script first, so the lots are stored and no longer queued
             balance_rows = crate::ledger::balance_rows(
                 connection,
                 script,
@@ -1097,8 +1159,8 @@ async fn purchase(
                 context.now,
             )
             .await?;
+            queued_lots.clear();
         }
-        lot_id = Some(id);
     }
     script.push(
         "INSERT INTO purchases (merchant_id, id, member_id, store_id, external_id, occurred_at, \
@@ -1352,48 +1414,58 @@ async fn refund(
         }
     }
 
-    // Earned points are reversed in proportion to the refund, from the purchase's own lot
-    // first, then from other available points; what cannot be taken becomes a debt if the
-    // merchant allows it, or is reported as not reversed.
+    // Earned points are reversed in proportion to the refund, from the purchase's own lots
+    // first (the main lot, then its override lots soonest first), then from other available
+    // points; what cannot be taken becomes a debt if the merchant allows it, or is reported
+    // as not reversed.
     let points_left_to_reverse = points_awarded - points_reversed_before;
     let reversal =
         split_largest_remainder(points_left_to_reverse, &[amount, refundable - amount])[0];
+    let purchase_lots: Vec<&String> = lot_id.iter().chain(&payments.override_lots).collect();
     let mut taken_from_lot = 0;
     let mut taken_pending = 0;
     if reversal > 0 {
-        if let Some(lot_id) = &lot_id {
-            let (state, taken) = take_from_lot(connection, &merchant.id, lot_id, reversal).await?;
+        for lot_id in &purchase_lots {
+            let wanted = reversal - taken_from_lot - taken_pending;
+            if wanted == 0 {
+                break;
+            }
+            let (state, taken) = take_from_lot(connection, &merchant.id, lot_id, wanted).await?;
             if state == "pending" {
-                taken_pending = taken;
+                taken_pending += taken;
             } else {
-                taken_from_lot = taken;
+                taken_from_lot += taken;
             }
         }
     }
     let mut rest = reversal - taken_from_lot - taken_pending;
-    // Points of the purchase's lot that already expired went to breakage: the merchant kept
+    // Points of the purchase's lots that already expired went to breakage: the merchant kept
     // them, so they are not taken again from the member's other points.
     let mut points_expired = 0;
-    if rest > 0 {
-        if let Some(lot_id) = &lot_id {
-            // The lot may have expired in this very command's settlement, still queued.
-            script.flush(connection).await?;
-            let expired_of_lot: i64 = sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM postings p \
-                 JOIN transactions t ON t.merchant_id = p.merchant_id AND t.id = p.transaction_id \
-                 WHERE t.merchant_id = $1 AND t.member_id = $2 AND t.kind = 'points.expiry' \
-                 AND t.reference = $3 AND p.account_id = $4",
-            )
+    if rest > 0 && !purchase_lots.is_empty() {
+        // A lot may have expired in this very command's settlement, still queued.
+        script.flush(connection).await?;
+        let lot_params = (0..purchase_lots.len())
+            .map(|index| format!("${}", index + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM postings p \
+             JOIN transactions t ON t.merchant_id = p.merchant_id AND t.id = p.transaction_id \
+             WHERE t.merchant_id = $1 AND t.member_id = $2 AND t.kind = 'points.expiry' \
+             AND p.account_id = $3 AND t.reference IN ({lot_params})"
+        );
+        let mut query = sqlx::query_scalar(&sql)
             .bind(&merchant.id)
             .bind(&member_id)
-            .bind(lot_id)
-            .bind(crate::ledger::merchant_account_id("points_breakage"))
-            .fetch_one(&mut *connection)
-            .await?;
-            points_expired = rest.min(expired_of_lot - payments.expired_forgiven).max(0);
-            payments.expired_forgiven += points_expired;
-            rest -= points_expired;
+            .bind(crate::ledger::merchant_account_id("points_breakage"));
+        for lot_id in &purchase_lots {
+            query = query.bind(*lot_id);
         }
+        let expired_of_lots: i64 = query.fetch_one(&mut *connection).await?;
+        points_expired = rest.min(expired_of_lots - payments.expired_forgiven).max(0);
+        payments.expired_forgiven += points_expired;
+        rest -= points_expired;
     }
     let taken_elsewhere = take_from_active_lots(connection, &merchant.id, &member_id, rest).await?;
     let shortfall = rest - taken_elsewhere;

@@ -396,6 +396,7 @@ impl PluginHost {
                         points: award.points,
                         reason: award.reason,
                         source: format!("plugin:{}@{}", enabled.name, enabled.version),
+                        expires_at: award.expires_at,
                     }));
                     records.push(record(enabled, input_sha256, "ok", None, points));
                     self.count_outcome(database, site, enabled, false, now)
