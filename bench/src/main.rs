@@ -1,8 +1,14 @@
-//! `loyalty-bench ledger`: purchases over HTTP against a real `loyalty` server, compared with
-//! the machine's bare durable-commit rate, on SQLite and (when a URL is given) PostgreSQL.
+//! Benchmarks of the loyalty host.
 //!
-//! Normally run through `cargo xtask bench ledger [--quick]`, which builds everything in
-//! release mode first.
+//! * `loyalty-bench ledger`: purchases over HTTP against a real `loyalty` server, compared
+//!   with the machine's bare durable-commit rate, on SQLite and (when a URL is given)
+//!   PostgreSQL.
+//! * `loyalty-bench plugins`: what the plugin sandbox costs (see `plugins.rs`).
+//!
+//! Normally run through `cargo xtask bench ledger|plugins [--quick]`, which builds everything
+//! in release mode first.
+
+mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +37,9 @@ struct Cli {
 enum Cmd {
     /// Purchases/s and latency over HTTP vs. bare durable commits/s, per backend.
     Ledger(LedgerArgs),
+    /// Plugin compile and load times, fresh-instance call latency and throughput, and the
+    /// purchase rate with an earn-rule plugin vs the built-in rate.
+    Plugins(plugins::PluginsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +120,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Ledger(args) => ledger(args).await,
+        Cmd::Plugins(args) => plugins::plugins(args).await,
     };
     if let Err(err) = result {
         eprintln!("loyalty-bench: error: {err:#}");
@@ -285,17 +295,7 @@ async fn bench_postgres(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let db = format!("bench_{}", &random_hex()[..12]);
     let url = with_database(admin_url, &db)?;
-    {
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .context("connecting to PostgreSQL (--postgres / TEST_DATABASE_URL)")?;
-        sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("CREATE DATABASE {db}"))?;
-        let _ = admin.close().await;
-    }
-    println!("created database {db}");
+    create_database(admin_url, &db).await?;
 
     let result = async {
         let bare = bare_postgres(&url, params.bare_commits).await?;
@@ -308,6 +308,19 @@ async fn bench_postgres(
         Err(err) => eprintln!("warning: could not drop database {db}: {err:#}"),
     }
     result
+}
+
+async fn create_database(admin_url: &str, db: &str) -> Result<()> {
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL (--postgres / TEST_DATABASE_URL)")?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("CREATE DATABASE {db}"))?;
+    let _ = admin.close().await;
+    println!("created database {db}");
+    Ok(())
 }
 
 async fn drop_database(admin_url: &str, db: &str) -> Result<()> {
@@ -621,6 +634,23 @@ impl Api {
             .bearer_auth(&self.key)
             .json(body);
         self.send("PATCH", path, request).await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let request = self
+            .http
+            .put(format!("{}{}", self.base, path))
+            .bearer_auth(&self.key)
+            .json(body);
+        self.send("PUT", path, request).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        let request = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.key);
+        self.send("GET", path, request).await
     }
 
     async fn send(

@@ -27,7 +27,7 @@ mod validate;
 mod world;
 
 pub use call::{CallReport, LogLine};
-pub use engine::{EPOCH_TICK_MS, INSTANCES_CONCURRENT_MAX};
+pub use engine::{EPOCH_TICK_MS, INSTANCES_CONCURRENT_MAX, MEMORY_KEEP_RESIDENT_BYTES_DEFAULT};
 pub use error::{CallFailure, LoadError, RuntimeError};
 pub use limits::{Limits, COMPONENT_BYTES_MAX_DEFAULT};
 pub use runtime::{LoadedFrom, Plugin, Runtime, RuntimeConfig};

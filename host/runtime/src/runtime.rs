@@ -14,7 +14,9 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{self, VersionedPre};
 use crate::cache::{DiskCache, Lookup};
 use crate::call::{self, CallOutcome, CallReport, StoreState};
-use crate::engine::{self, Slots, INSTANCES_CONCURRENT_MAX};
+use crate::engine::{
+    self, Slots, INSTANCES_CONCURRENT_MAX, MEMORY_KEEP_RESIDENT_BYTES_DEFAULT,
+};
 use crate::error::{CallFailure, LoadError, RuntimeError};
 use crate::limits::{Limits, COMPONENT_BYTES_MAX_DEFAULT};
 use crate::types::{
@@ -38,6 +40,9 @@ pub struct RuntimeConfig {
     /// The limits for a plugin without overrides (the runtime does not apply them itself: a
     /// call gets the limits it is given, clamped to `limits_max`).
     pub limits_default: Limits,
+    /// Linear memory of a freed instance slot kept resident and reset in place, in bytes
+    /// (default [`MEMORY_KEEP_RESIDENT_BYTES_DEFAULT`]; 0 returns it all to the kernel).
+    pub memory_keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +52,7 @@ impl Default for RuntimeConfig {
             component_bytes_max: COMPONENT_BYTES_MAX_DEFAULT,
             limits_max: Limits::CEILING_DEFAULT,
             limits_default: Limits::DEFAULT,
+            memory_keep_resident_bytes: MEMORY_KEEP_RESIDENT_BYTES_DEFAULT,
         }
     }
 }
@@ -96,7 +102,7 @@ pub enum LoadedFrom {
 impl Runtime {
     /// Creates the engine (and its epoch ticker thread), the linker and the cache directory.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        let engine = engine::build_engine(&config.limits_max)?;
+        let engine = engine::build_engine(&config.limits_max, config.memory_keep_resident_bytes)?;
         engine::start_epoch_ticker(&engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
