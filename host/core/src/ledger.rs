@@ -690,3 +690,37 @@ pub async fn member_ledger(
     }
     Ok(entries)
 }
+
+/// The merchant's ledger transactions whose Idempotency-Key starts with `prefix`, as
+/// (key, reference). The ledger keeps a transaction's key for good while the idempotency
+/// records are pruned after days, so a bulk import (`loyalty import`) finds here what it
+/// already applied. Reads all of the merchant's transactions once; `prefix` must not hold
+/// the LIKE wildcards `%` and `_`.
+pub async fn keyed_transactions(
+    pool: &sqlx::AnyPool,
+    merchant_id: &str,
+    prefix: &str,
+) -> Result<Vec<(String, Option<String>)>, CoreError> {
+    if prefix.contains(['%', '_', '\\']) {
+        return Err(CoreError::Internal(format!(
+            "key prefix {prefix:?} holds a LIKE wildcard"
+        )));
+    }
+    let rows = sqlx::query(
+        "SELECT idempotency_key, reference FROM transactions \
+         WHERE merchant_id = $1 AND idempotency_key LIKE $2",
+    )
+    .bind(merchant_id)
+    .bind(format!("{prefix}%"))
+    .fetch_all(pool)
+    .await?;
+    let mut keyed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: String = row.try_get("idempotency_key")?;
+        // LIKE ignores ASCII case on SQLite
+        if key.starts_with(prefix) {
+            keyed.push((key, row.try_get("reference")?));
+        }
+    }
+    Ok(keyed)
+}

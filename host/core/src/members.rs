@@ -244,6 +244,37 @@ pub async fn create_member(
     input: &NewMember,
     now: i64,
 ) -> Result<Member, CoreError> {
+    let mut tx = pool.begin().await?;
+    let id = insert_member(&mut tx, merchant, input, now).await?;
+    tx.commit().await?;
+    get_member(pool, merchant, &id).await
+}
+
+/// Enrols several members in one transaction (a bulk import: one durable commit instead of
+/// one per member), each validated and written exactly as [`create_member`] does, joined at
+/// its own time. The first failure (a duplicate phone, email or external_id: a 409) undoes
+/// them all. Returns their ids, in order.
+pub async fn create_members(
+    pool: &AnyPool,
+    merchant: &Merchant,
+    inputs: &[(NewMember, i64)],
+) -> Result<Vec<String>, CoreError> {
+    let mut tx = pool.begin().await?;
+    let mut ids = Vec::with_capacity(inputs.len());
+    for (input, now) in inputs {
+        ids.push(insert_member(&mut tx, merchant, input, *now).await?);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Validates and inserts a member with its accounts; returns its id.
+async fn insert_member(
+    connection: &mut sqlx::AnyConnection,
+    merchant: &Merchant,
+    input: &NewMember,
+    now: i64,
+) -> Result<String, CoreError> {
     if input.phone.is_none() && input.email.is_none() && input.external_id.is_none() {
         return Err(CoreError::field(
             "phone",
@@ -260,7 +291,6 @@ pub async fn create_member(
         input.attributes.as_ref(),
     )?;
     let id = new_id("mem");
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO members (merchant_id, id, phone, email, name, birthday, external_id, \
          attributes, tier, joined_at, updated_at) \
@@ -275,7 +305,7 @@ pub async fn create_member(
     .bind(&identity.external_id)
     .bind(identity.attributes.to_string())
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *connection)
     .await
     .map_err(map_identity_conflict)?;
     let mut sql = String::from(
@@ -300,9 +330,8 @@ pub async fn create_member(
             .bind(asset.resolve(&merchant.currency).to_string())
             .bind(*kind);
     }
-    query.execute(&mut *tx).await?;
-    tx.commit().await?;
-    get_member(pool, merchant, &id).await
+    query.execute(&mut *connection).await?;
+    Ok(id)
 }
 
 const MEMBER_COLUMNS: &str = "id, phone, email, name, birthday, external_id, attributes, tier, \

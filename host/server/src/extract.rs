@@ -123,20 +123,26 @@ impl FromRequest<AppState> for Idempotent {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let body = body_bytes(request, state).await?;
-        let mut hasher = Sha256::new();
-        hasher.update(method.as_str().as_bytes());
-        hasher.update(b" ");
-        hasher.update(path.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(&body);
         Ok(Idempotent {
             claim: IdempotencyClaim {
                 key,
-                digest: hex::encode(hasher.finalize()),
+                digest: request_digest(method.as_str(), &path, &body),
             },
             body,
         })
     }
+}
+
+/// The digest an Idempotency-Key is stored with: SHA-256 of method, path and body. The same
+/// key with a request of another digest is a 409.
+pub fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update(b" ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
 }
 
 /// A query string, with problem+json errors.

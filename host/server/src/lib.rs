@@ -4,6 +4,7 @@ pub mod api;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod import;
 pub mod jobs;
 pub mod openapi;
 pub mod plugins;

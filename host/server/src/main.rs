@@ -1,4 +1,4 @@
-//! `loyalty`: serve the API, migrate the database, verify the ledger.
+//! `loyalty`: serve the API, migrate the database, verify the ledger, import real data.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loyalty_core::Database;
 use loyalty_host::plugins::{PluginHost, PluginSettings};
-use loyalty_host::{jobs, router, AppState, Clock};
+use loyalty_host::{import, jobs, router, AppState, Clock};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,49 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
         database: String,
     },
+    /// Import real data into a merchant through the API's own pipeline (idempotent).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// The UCI Online Retail data set (CSV or CSV.gz): a store per country, a member per
+    /// CustomerID, a purchase per invoice, C-invoices as refunds of earlier purchases.
+    OnlineRetail(OnlineRetailArgs),
+}
+
+#[derive(clap::Args)]
+struct OnlineRetailArgs {
+    /// The data set, `.csv` or `.csv.gz`.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// The merchant to import into (its currency must be GBP).
+    #[arg(long, required_unless_present = "create_merchant")]
+    merchant: Option<String>,
+    /// Instead of --merchant: create a GBP merchant (Europe/London) of this name and import
+    /// into it; prints its id and admin key.
+    #[arg(long, conflicts_with = "merchant")]
+    create_merchant: Option<String>,
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
+    database: String,
+    /// A plugin component (.wasm) to register for the merchant and enable on every store of
+    /// the import, with configuration `{}` (repeatable; replaces those stores' set for the
+    /// plugin's world).
+    #[arg(long = "plugin")]
+    plugins: Vec<std::path::PathBuf>,
+    /// Purchases and refunds in flight at once, in the data's time order (never two of one
+    /// member at once).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default.
+    #[arg(long, default_value_t = 0)]
+    writer_lanes: usize,
+    /// Where compiled plugins are kept between runs.
+    #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -98,7 +141,55 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { database } => verify(&database).await,
+        Command::Import {
+            source: ImportSource::OnlineRetail(args),
+        } => import_online_retail(args).await,
     }
+}
+
+async fn import_online_retail(args: OnlineRetailArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let database = Database::connect(&args.database)
+        .await
+        .context("connecting to the database")?;
+    database.migrate().await.context("migrating")?;
+    let plugins = PluginHost::new(PluginSettings {
+        runtime: loyalty_runtime::RuntimeConfig {
+            cache_dir: args.plugin_cache_dir,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .context("starting the plugin runtime")?;
+    // no API is served: the operator key is never asked for
+    let operator_key = loyalty_core::merchants::generate_key();
+    let state = AppState::new(
+        database,
+        &operator_key,
+        Clock::default(),
+        args.writer_lanes,
+        plugins,
+    );
+    let merchant_id = match (args.merchant, args.create_merchant) {
+        (Some(id), _) => id,
+        (None, Some(name)) => {
+            let (merchant, key) = import::create_online_retail_merchant(&state, &name).await?;
+            println!(
+                "created merchant {} ({}, {}); admin key (shown once): {}",
+                merchant.id, merchant.name, merchant.currency, key.key
+            );
+            merchant.id
+        }
+        (None, None) => anyhow::bail!("give --merchant or --create-merchant"),
+    };
+    let options = import::ImportOptions {
+        concurrency: args.concurrency,
+        progress: std::io::stdout().is_terminal(),
+        plugins: args.plugins,
+    };
+    let summary = import::import_online_retail(&state, &merchant_id, &args.file, &options).await?;
+    println!("{summary}");
+    Ok(())
 }
 
 async fn serve(

@@ -2,10 +2,11 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use loyalty_core::merchants::Scope;
+use loyalty_core::merchants::{Merchant, Scope};
 use loyalty_core::operations::{
     self, Command, PurchaseReceipt, PurchaseRequest, RefundReceipt, RefundRequest,
 };
+use loyalty_core::CoreError;
 
 use crate::api::value_moving;
 use crate::error::{ApiResult, Problem};
@@ -29,18 +30,7 @@ pub async fn create(
         Scope::Pos,
         idempotent,
         async |principal, request: PurchaseRequest| {
-            let now = state.clock.now();
-            let mut command = operations::prepare_purchase(
-                &principal.merchant,
-                &request,
-                state.earn_policy.as_ref(),
-                now,
-            )?;
-            state
-                .plugins
-                .decide_earn(&state.database, &principal.merchant, &mut command, now)
-                .await?;
-            Ok(Command::Purchase(command))
+            Ok(purchase_command(&state, &principal.merchant, &request, state.clock.now()).await?)
         },
     )
     .await
@@ -63,18 +53,46 @@ pub async fn refund(
         Scope::Pos,
         idempotent,
         async |principal, request: RefundRequest| {
-            let scope = operations::prepare_refund(&principal.merchant, &request)?;
-            let member_id =
-                operations::purchase_member(&state.database.pool, &principal.merchant.id, &id)
-                    .await?;
-            Ok(Command::Refund {
-                purchase_id: id,
-                member_id,
-                scope,
-            })
+            Ok(refund_command(&state, &principal.merchant, id, &request).await?)
         },
     )
     .await
+}
+
+/// A purchase request as the writer's command: validated, and its points decided by the
+/// store's earn rules (the merchant's base rate without any), at `now` — the API's clock, or
+/// the receipt's own time for an import. Every purchase, the API's or an import's, is made here.
+pub async fn purchase_command(
+    state: &AppState,
+    merchant: &Merchant,
+    request: &PurchaseRequest,
+    now: i64,
+) -> Result<Command, CoreError> {
+    let mut command =
+        operations::prepare_purchase(merchant, request, state.earn_policy.as_ref(), now)?;
+    state
+        .plugins
+        .decide_earn(&state.database, merchant, &mut command, now)
+        .await?;
+    Ok(Command::Purchase(command))
+}
+
+/// A refund request of purchase `purchase_id` as the writer's command (routed by the
+/// purchase's member). Every refund, the API's or an import's, is made here.
+pub async fn refund_command(
+    state: &AppState,
+    merchant: &Merchant,
+    purchase_id: String,
+    request: &RefundRequest,
+) -> Result<Command, CoreError> {
+    let scope = operations::prepare_refund(merchant, request)?;
+    let member_id =
+        operations::purchase_member(&state.database.pool, &merchant.id, &purchase_id).await?;
+    Ok(Command::Refund {
+        purchase_id,
+        member_id,
+        scope,
+    })
 }
 
 /// A purchase with its lines, payments and refunds.
