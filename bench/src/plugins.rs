@@ -227,9 +227,7 @@ fn runtime_figures(
         );
     }
 
-    println!(
-        "\n== earn-rule calls, a fresh instance each, {PURCHASE_LINES}-line purchase (µs) =="
-    );
+    println!("\n== earn-rule calls, a fresh instance each, {PURCHASE_LINES}-line purchase (µs) ==");
     println!(
         "{:<26}{:<18}{:>8}{:>8}{:>8}{:>10}{:>12}{:>14}",
         "plugin",
@@ -281,8 +279,9 @@ fn runtime_figures(
             }
             latencies.sort_unstable();
             let mean = latencies.iter().sum::<u64>() as f64 / latencies.len() as f64;
-            let one =
-                calls_per_second(&plugin, &limits, &context, &member, &purchase, 1, throughput);
+            let one = calls_per_second(
+                &plugin, &limits, &context, &member, &purchase, 1, throughput,
+            );
             let all = calls_per_second(
                 &plugin, &limits, &context, &member, &purchase, cores, throughput,
             );

@@ -14,9 +14,7 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{self, VersionedPre};
 use crate::cache::{DiskCache, Lookup};
 use crate::call::{self, CallOutcome, CallReport, StoreState};
-use crate::engine::{
-    self, Slots, INSTANCES_CONCURRENT_MAX, MEMORY_KEEP_RESIDENT_BYTES_DEFAULT,
-};
+use crate::engine::{self, Slots, INSTANCES_CONCURRENT_MAX, MEMORY_KEEP_RESIDENT_BYTES_DEFAULT};
 use crate::error::{CallFailure, LoadError, RuntimeError};
 use crate::limits::{Limits, COMPONENT_BYTES_MAX_DEFAULT};
 use crate::types::{

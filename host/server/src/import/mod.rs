@@ -8,7 +8,6 @@
 //! A source turns its file into a [`Plan`] (pure: no database); [`run`] applies a plan.
 //! Sources: [`online_retail`] (the UCI Online Retail data set).
 
-pub mod csv;
 pub mod online_retail;
 mod run;
 

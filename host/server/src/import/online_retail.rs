@@ -29,7 +29,6 @@ use loyalty_core::operations::{ITEMS_PER_PURCHASE_MAX, QUANTITY_MAX};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use super::csv::Records;
 use super::{count, Item, MemberPlan, Op, Plan, PurchaseOp, RefundOp, StorePlan};
 
 pub const SOURCE: &str = "online-retail";
@@ -148,12 +147,20 @@ struct Invoice {
 /// Reads the data set and plans the import for a merchant whose currency has `exponent`
 /// decimals and whose local time is `zone`.
 pub fn plan(text: &str, exponent: u32, zone: &jiff::tz::TimeZone) -> anyhow::Result<Plan> {
-    let mut records = Records::new(text);
-    let header = records.next().context("the file is empty")?;
+    // Flexible: a short or long line is counted as malformed below, not an error of the file.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.strip_prefix('\u{feff}').unwrap_or(text).as_bytes());
+    let header = reader
+        .headers()
+        .context("the file's header is not CSV")?
+        .clone();
+    if header.is_empty() {
+        anyhow::bail!("the file is empty");
+    }
     let mut columns = [0_usize; 8];
     for (slot, name) in columns.iter_mut().zip(COLUMNS) {
         *slot = header
-            .fields
             .iter()
             .position(|field| field.trim().eq_ignore_ascii_case(name))
             .with_context(|| {
@@ -177,9 +184,12 @@ pub fn plan(text: &str, exponent: u32, zone: &jiff::tz::TimeZone) -> anyhow::Res
     let mut customers: Vec<(String, i64)> = Vec::new();
     let mut customer_index: HashMap<String, usize> = HashMap::new();
 
-    for record in records {
+    for record in reader.records() {
         plan.lines_read += 1;
-        let fields = &record.fields;
+        let Ok(fields) = record else {
+            count(&mut plan.skipped, malformed("not CSV"), 1);
+            continue;
+        };
         if fields.len() < width {
             count(&mut plan.skipped, malformed("too few fields"), 1);
             continue;
