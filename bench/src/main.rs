@@ -187,19 +187,7 @@ async fn ledger(args: LedgerArgs) -> Result<()> {
         ..params
     };
 
-    let bin = match &args.loyalty_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name(format!("loyalty{}", std::env::consts::EXE_SUFFIX)),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} does not exist: build it (cargo build --release -p loyalty-host) or run \
-             `cargo xtask bench ledger`, or pass --loyalty-bin",
-            bin.display()
-        );
-    }
+    let bin = loyalty_bin(args.loyalty_bin.as_deref(), "ledger")?;
 
     let postgres = args.postgres.clone().filter(|url| !url.trim().is_empty());
     let mut backends = Vec::new();
@@ -1158,6 +1146,24 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / ticks)
+}
+
+/// The `loyalty` binary: `given`, or the one next to this executable; it must exist.
+fn loyalty_bin(given: Option<&Path>, bench: &str) -> Result<PathBuf> {
+    let bin = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .with_file_name(format!("loyalty{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it (cargo build --release -p loyalty-host) or run \
+             `cargo xtask bench {bench}`, or pass --loyalty-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 fn free_port() -> Result<u16> {

@@ -395,18 +395,7 @@ fn timed_purchase() -> Purchase {
 // end to end, over HTTP
 
 async fn end_to_end(args: &PluginsArgs, components: &Path, tmp: &Path) -> Result<()> {
-    let bin = match &args.loyalty_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name(format!("loyalty{}", std::env::consts::EXE_SUFFIX)),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} does not exist: run `cargo xtask bench plugins`, or pass --loyalty-bin",
-            bin.display()
-        );
-    }
+    let bin = crate::loyalty_bin(args.loyalty_bin.as_deref(), "plugins")?;
     let component = read_component(components, "earn_base_rate")?;
     let members = args
         .members
