@@ -237,6 +237,19 @@ impl Award {
             expires_at: None,
         }
     }
+
+    /// An award of `points` for `reason` that expires at `expires_at` instead of on the
+    /// merchant's default schedule. The host honours the override only if it lies after the
+    /// points activate (the end of the merchant's return window) and by the end of year 9999;
+    /// otherwise the default schedule applies. Points with their own expiry form a lot of
+    /// their own in the member's balance.
+    pub fn expiring(points: i64, reason: impl Into<String>, expires_at: Timestamp) -> Self {
+        Self {
+            points,
+            reason: reason.into(),
+            expires_at: Some(expires_at),
+        }
+    }
 }
 
 impl Date {
@@ -467,5 +480,6 @@ mod tests {
             })
         );
         assert_eq!(Award::new(3, "x").expires_at, None);
+        assert_eq!(Award::expiring(3, "x", 42).expires_at, Some(42));
     }
 }

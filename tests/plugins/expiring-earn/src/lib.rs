@@ -33,11 +33,11 @@ impl EarnRule for Expiring {
             .checked_mul(MICROS_PER_DAY)
             .and_then(|offset| ctx.now.checked_add(offset))
             .ok_or_else(|| PluginError::bad_config("expires_in_days is out of range"))?;
-        let mut awards = vec![Award {
-            points: config.points,
-            reason: format!("expires in {} days", config.expires_in_days),
-            expires_at: Some(expires_at),
-        }];
+        let mut awards = vec![Award::expiring(
+            config.points,
+            format!("expires in {} days", config.expires_in_days),
+            expires_at,
+        )];
         if config.default_points > 0 {
             awards.push(Award::new(config.default_points, "default expiry"));
         }
