@@ -402,25 +402,31 @@ fn plugins_target_dir() -> PathBuf {
     target_dir().join("plugins")
 }
 
+/// Builds the components of one plugin workspace (`manifest`, from the workspace root) into
+/// `<target>/plugins/`.
+fn build_components(manifest: &str) -> Result<()> {
+    run_checked(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                PLUGIN_TARGET,
+                "--manifest-path",
+            ])
+            .arg(workspace_root().join(manifest))
+            .arg("--target-dir")
+            .arg(plugins_target_dir()),
+    )
+}
+
 /// Builds every component. The plugin workspaces have their own release profile (tuned for
 /// size), so they build in a target directory of their own.
 fn plugins() -> Result<()> {
     let root = workspace_root();
     let out = plugins_target_dir();
     for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
-        run_checked(
-            cargo()
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    PLUGIN_TARGET,
-                    "--manifest-path",
-                ])
-                .arg(root.join(manifest))
-                .arg("--target-dir")
-                .arg(&out),
-        )?;
+        build_components(manifest)?;
     }
     let python = root
         .join("examples")
@@ -634,19 +640,7 @@ fn bench_import(args: &[OsString]) -> Result<()> {
         );
     }
     // the example plugins only: the test guests and the Python example are not needed
-    run_checked(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                PLUGIN_TARGET,
-                "--manifest-path",
-            ])
-            .arg(root.join("plugins").join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(plugins_target_dir()),
-    )?;
+    build_components("plugins/Cargo.toml")?;
     run_checked(cargo().args([
         "build",
         "--release",
