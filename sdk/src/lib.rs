@@ -252,6 +252,69 @@ impl Award {
     }
 }
 
+/// The member attribute under which the host passes the member's tier definition (the
+/// member record itself carries only the tier's code). Members' own attributes never use
+/// keys starting with `$`.
+pub const TIER_ATTRIBUTE: &str = "$tier";
+
+/// The member's tier as the merchant defined it (see [`Member::tier_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierInfo {
+    /// The tier's code, e.g. "gold".
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// 0 is the lowest tier.
+    pub rank: u32,
+    /// The tier's earn multiplier in ten-thousandths: 10 000 is ×1, 15 000 is ×1.5 (the host
+    /// keeps at most 4 decimals, so this is exact).
+    pub earn_multiplier_ten_thousandths: i64,
+}
+
+impl TierInfo {
+    /// `points` × the earn multiplier, rounded down (integer arithmetic, no floats).
+    pub fn multiply_points(&self, points: i64) -> i64 {
+        let product =
+            i128::from(points) * i128::from(self.earn_multiplier_ten_thousandths) / 10_000;
+        i64::try_from(product).unwrap_or(if points < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+/// "1.5" → 15 000; `None` for anything that is not a non-negative decimal with at most 4
+/// decimals.
+fn ten_thousandths(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty()
+        || fraction.len() > 4
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|byte| byte.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let fraction: i64 = format!("{fraction:0<4}").parse().ok()?;
+    whole.checked_mul(10_000)?.checked_add(fraction)
+}
+
+impl Member {
+    /// The member's tier definition, if the member has a tier the merchant defines: the
+    /// host passes it in the attributes under [`TIER_ATTRIBUTE`].
+    pub fn tier_info(&self) -> Option<TierInfo> {
+        let attributes: serde_json::Value = serde_json::from_str(&self.attributes).ok()?;
+        let tier = attributes.get(TIER_ATTRIBUTE)?;
+        Some(TierInfo {
+            code: tier.get("code")?.as_str()?.to_string(),
+            name: tier.get("name")?.as_str()?.to_string(),
+            rank: u32::try_from(tier.get("rank")?.as_u64()?).ok()?,
+            earn_multiplier_ten_thousandths: ten_thousandths(
+                tier.get("earn_multiplier")?.as_str()?,
+            )?,
+        })
+    }
+}
+
 impl Date {
     /// The date `year`-`month`-`day` (not validated: a birthday as the host stored it).
     pub fn new(year: i32, month: u8, day: u8) -> Self {
@@ -406,6 +469,28 @@ mod tests {
     struct Config {
         #[serde(default)]
         points: i64,
+    }
+
+    #[test]
+    fn tier_info_reads_the_host_attribute() {
+        let member = testing::MemberBuilder::new()
+            .attributes(serde_json::json!({"vip": true}))
+            .tier_with("gold", "Gold", 2, "1.5")
+            .build();
+        let tier = member.tier_info().expect("a tier");
+        assert_eq!(tier.code, "gold");
+        assert_eq!(tier.rank, 2);
+        assert_eq!(tier.earn_multiplier_ten_thousandths, 15_000);
+        assert_eq!(tier.multiply_points(7), 10);
+        assert_eq!(
+            testing::MemberBuilder::new().tier("x").build().tier_info(),
+            None
+        );
+        assert_eq!(ten_thousandths("2"), Some(20_000));
+        assert_eq!(ten_thousandths("0.0001"), Some(1));
+        assert_eq!(ten_thousandths("1.23456"), None);
+        assert_eq!(ten_thousandths("-1"), None);
+        assert_eq!(ten_thousandths(".5"), None);
     }
 
     #[test]

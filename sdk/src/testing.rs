@@ -164,6 +164,22 @@ impl MemberBuilder {
         self
     }
 
+    /// The member's tier with its definition, as the host passes it: the code, and in the
+    /// attributes under `$tier` the name, rank and earn multiplier (a decimal string, "1.5").
+    pub fn tier_with(mut self, code: &str, name: &str, rank: u32, earn_multiplier: &str) -> Self {
+        self.0.tier = Some(code.into());
+        let mut attributes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&self.0.attributes).unwrap_or_default();
+        attributes.insert(
+            crate::TIER_ATTRIBUTE.into(),
+            serde_json::json!({
+                "code": code, "name": name, "rank": rank, "earn_multiplier": earn_multiplier,
+            }),
+        );
+        self.0.attributes = serde_json::Value::Object(attributes).to_string();
+        self
+    }
+
     /// When the member joined.
     pub fn joined_at(mut self, at: Timestamp) -> Self {
         self.0.joined_at = at;

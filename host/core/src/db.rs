@@ -153,6 +153,13 @@ pub fn unix_micros(at: time::OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000).expect("timestamps fit i64 microseconds")
 }
 
+/// RFC 3339 text of unix microseconds, as event data and receipts show times.
+pub fn format_micros(micros: i64) -> String {
+    from_unix_micros(micros)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("stored timestamps format")
+}
+
 pub fn from_unix_micros(micros: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .expect("stored timestamps are valid")

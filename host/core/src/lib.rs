@@ -5,6 +5,7 @@
 pub mod db;
 pub mod earn;
 pub mod error;
+pub mod events;
 pub mod ledger;
 pub mod members;
 pub mod merchants;
@@ -14,7 +15,10 @@ pub mod plugins;
 pub mod points;
 pub mod settings;
 pub mod stores;
+pub mod ticks;
+pub mod tiers;
 pub mod verify;
+pub mod webhooks;
 pub mod writer;
 
 pub use db::{Backend, Database};

@@ -17,6 +17,12 @@ pub const ATTRIBUTES_BYTES_MAX: usize = 16 * 1024;
 pub const ATTRIBUTES_KEYS_MAX: usize = 64;
 pub const EMAIL_LENGTH_MAX: usize = 254;
 pub const EXTERNAL_ID_LENGTH_MAX: usize = 128;
+/// Attribute keys the host adds to the member snapshot plugins see (`$tier`); members'
+/// own attributes may not use them.
+pub const RESERVED_ATTRIBUTE_PREFIX: &str = "$";
+/// The snapshot attribute carrying the member's tier definition: `{code, name, rank,
+/// earn_multiplier}` (the multiplier as a decimal string).
+pub const TIER_ATTRIBUTE: &str = "$tier";
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +73,8 @@ pub struct Member {
     pub external_id: Option<String>,
     #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
-    /// The member's tier code; null until a tier policy assigns one.
+    /// The member's tier code: the merchant's lowest tier on joining (null while the merchant
+    /// has none), then whatever the tier policy or an admin decides.
     pub tier: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -138,6 +145,15 @@ fn validate_attributes(attributes: &serde_json::Value) -> Result<(), FieldError>
     let Some(object) = attributes.as_object() else {
         return Err(FieldError::new("attributes", "must be a JSON object"));
     };
+    if let Some(key) = object
+        .keys()
+        .find(|key| key.starts_with(RESERVED_ATTRIBUTE_PREFIX))
+    {
+        return Err(FieldError::new(
+            "attributes",
+            format!("keys starting with '{RESERVED_ATTRIBUTE_PREFIX}' are the host's ({key})"),
+        ));
+    }
     if object.len() > ATTRIBUTES_KEYS_MAX {
         return Err(FieldError::new(
             "attributes",
@@ -294,7 +310,8 @@ async fn insert_member(
     sqlx::query(
         "INSERT INTO members (merchant_id, id, phone, email, name, birthday, external_id, \
          attributes, tier, joined_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         (SELECT code FROM tiers WHERE merchant_id = $1 ORDER BY tier_rank LIMIT 1), $9, $9)",
     )
     .bind(&merchant.id)
     .bind(&id)
@@ -308,6 +325,17 @@ async fn insert_member(
     .execute(&mut *connection)
     .await
     .map_err(map_identity_conflict)?;
+    crate::events::insert_event(
+        &mut *connection,
+        &merchant.id,
+        crate::events::NewEvent::member(
+            crate::events::MEMBER_JOINED,
+            &id,
+            serde_json::json!({"member_id": id, "joined_at": crate::db::format_micros(now)}),
+        ),
+        now,
+    )
+    .await?;
     let mut sql = String::from(
         "INSERT INTO accounts (merchant_id, id, member_id, asset, kind, balance, version, created_at) VALUES ",
     );
@@ -379,11 +407,23 @@ pub async fn get_member(
 }
 
 pub async fn member_exists(pool: &AnyPool, merchant_id: &str, id: &str) -> Result<bool, CoreError> {
+    member_exists_on(pool, merchant_id, id).await
+}
+
+/// [`member_exists`] on any executor (the writer's connection, a transaction).
+pub async fn member_exists_on<'e, E>(
+    executor: E,
+    merchant_id: &str,
+    id: &str,
+) -> Result<bool, CoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let found: Option<String> =
         sqlx::query_scalar("SELECT id FROM members WHERE merchant_id = $1 AND id = $2")
             .bind(merchant_id)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(executor)
             .await?;
     Ok(found.is_some())
 }
@@ -537,13 +577,14 @@ pub async fn snapshot(
     let window_start = now - SPEND_WINDOW_DAYS * 86_400_000_000;
     let row = sqlx::query(
         "SELECT m.tier, m.joined_at, m.birthday, m.attributes, m.lifetime_spend, m.orders_count, \
-         m.last_purchase_at, \
+         m.last_purchase_at, t.name AS tier_name, t.tier_rank, t.earn_multiplier, \
          (SELECT CAST(COALESCE(SUM(p.total - p.refunded), 0) AS BIGINT) FROM purchases p \
           WHERE p.merchant_id = m.merchant_id AND p.member_id = m.id AND p.occurred_at >= $3) \
           AS spend_12_months, \
          (SELECT CAST(COALESCE(SUM(a.balance), 0) AS BIGINT) FROM accounts a \
           WHERE a.merchant_id = m.merchant_id AND a.id = $4) AS points \
-         FROM members m WHERE m.merchant_id = $1 AND m.id = $2",
+         FROM members m LEFT JOIN tiers t ON t.merchant_id = m.merchant_id AND t.code = m.tier \
+         WHERE m.merchant_id = $1 AND m.id = $2",
     )
     .bind(merchant_id)
     .bind(member_id)
@@ -559,12 +600,31 @@ pub async fn snapshot(
             time::Date::parse(&text, format).ok()
         })
         .map(|date| (date.year(), u8::from(date.month()), date.day()));
+    let tier: Option<String> = row.try_get("tier")?;
+    let mut attributes: String = row.try_get("attributes")?;
+    let tier_name: Option<String> = row.try_get("tier_name")?;
+    if let (Some(code), Some(name)) = (&tier, tier_name) {
+        // The tier's definition rides in the attributes (the frozen WIT's member record has
+        // only the code), under a key members' own attributes cannot use.
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&attributes).unwrap_or_default();
+        object.insert(
+            TIER_ATTRIBUTE.to_string(),
+            serde_json::json!({
+                "code": code,
+                "name": name,
+                "rank": row.try_get::<i64, _>("tier_rank")?,
+                "earn_multiplier": row.try_get::<String, _>("earn_multiplier")?,
+            }),
+        );
+        attributes = serde_json::Value::Object(object).to_string();
+    }
     Ok(MemberSnapshot {
         id: member_id.to_string(),
-        tier: row.try_get("tier")?,
+        tier,
         joined_at: row.try_get("joined_at")?,
         birthday,
-        attributes: row.try_get("attributes")?,
+        attributes,
         lifetime_spend: row.try_get("lifetime_spend")?,
         spend_12_months: row.try_get("spend_12_months")?,
         orders_count: row.try_get("orders_count")?,

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, values_rows, Script, SqlValue};
+use crate::db::{format_micros, from_unix_micros, new_id, values_rows, Script, SqlValue};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
+use crate::events::{queue_event, NewEvent, PURCHASE_RECORDED, PURCHASE_REFUNDED};
 use crate::ledger::{
     self, count_card_account_id, member_account_balances, member_account_id, record,
     record_and_read, Balances, NewTransaction, Posting, POINTS, USES,
@@ -344,6 +345,8 @@ pub enum Command {
     Settle {
         member_id: String,
     },
+    /// Moves a member to another tier (decided by a tier policy or an admin).
+    ChangeTier(crate::tiers::TierChangeCommand),
 }
 
 /// What a command returns: an HTTP-compatible status and the JSON body to keep.
@@ -721,6 +724,7 @@ impl Command {
             | Command::SellCountCard { member_id, .. }
             | Command::Consume { member_id, .. }
             | Command::Settle { member_id } => member_id,
+            Command::ChangeTier(change) => &change.member_id,
         }
     }
 
@@ -789,6 +793,9 @@ impl Command {
                     connection, script, &context, member_id, card_id, store_id, *uses,
                 )
                 .await
+            }
+            Command::ChangeTier(change) => {
+                crate::tiers::change_tier(connection, script, &merchant.id, change, now).await
             }
             Command::Settle { member_id } => {
                 let (activated, expired) =
@@ -1184,6 +1191,26 @@ async fn purchase(
         ],
     );
     queue_lines(script, &merchant.id, &purchase_id, &command.lines);
+    queue_event(
+        script,
+        &merchant.id,
+        NewEvent::member(
+            PURCHASE_RECORDED,
+            member_id,
+            serde_json::json!({
+                "purchase_id": purchase_id,
+                "member_id": member_id,
+                "store_id": command.store_id,
+                "external_id": command.external_id,
+                "occurred_at": format_micros(command.occurred_at),
+                "total": context.money(command.total),
+                "points_awarded": points_awarded,
+                "transaction_id": transaction_id,
+            }),
+        )
+        .at_store(&command.store_id),
+        context.now,
+    );
     let receipt = PurchaseReceipt {
         id: purchase_id,
         member_id: member_id.clone(),
@@ -1253,8 +1280,8 @@ async fn refund(
     // never changes member, so locking it and then reading the purchase is consistent.
     begin_member_write(connection, script, context, routed_member_id).await?;
     let row = sqlx::query(
-        "SELECT member_id, total, refunded, points_awarded, points_reversed, lot_id, payments \
-         FROM purchases WHERE merchant_id = $1 AND id = $2",
+        "SELECT member_id, store_id, total, refunded, points_awarded, points_reversed, lot_id, \
+         payments FROM purchases WHERE merchant_id = $1 AND id = $2",
     )
     .bind(&merchant.id)
     .bind(purchase_id)
@@ -1265,6 +1292,7 @@ async fn refund(
     if member_id != routed_member_id {
         return Err(CoreError::NotFound("purchase"));
     }
+    let store_id: String = row.try_get("store_id")?;
     let total: i64 = row.try_get("total")?;
     let refunded: i64 = row.try_get("refunded")?;
     let points_awarded: i64 = row.try_get("points_awarded")?;
@@ -1573,6 +1601,25 @@ async fn refund(
     script.push(
         "UPDATE members SET lifetime_spend = lifetime_spend - $3 WHERE merchant_id = $1 AND id = $2",
         vec![(&merchant.id).into(), (&member_id).into(), amount.into()],
+    );
+    queue_event(
+        script,
+        &merchant.id,
+        NewEvent::member(
+            PURCHASE_REFUNDED,
+            &member_id,
+            serde_json::json!({
+                "refund_id": refund_id,
+                "purchase_id": purchase_id,
+                "member_id": member_id,
+                "amount": context.money(amount),
+                "purchase_refunded_total": context.money(refunded + amount),
+                "points_reversed": points_reversed,
+                "transaction_id": transaction_id,
+            }),
+        )
+        .at_store(&store_id),
+        context.now,
     );
     let balances = context
         .balances_from(connection, balance_rows, &member_id, &queued_lots)
@@ -1905,12 +1952,13 @@ async fn consume(
 pub use ledger::LedgerEntry;
 
 /// The member a purchase belongs to (the writer routes refunds by it).
+/// The member and the store of a purchase.
 pub async fn purchase_member(
     pool: &sqlx::AnyPool,
     merchant_id: &str,
     purchase_id: &str,
-) -> Result<String, CoreError> {
-    sqlx::query_scalar("SELECT member_id FROM purchases WHERE merchant_id = $1 AND id = $2")
+) -> Result<(String, String), CoreError> {
+    sqlx::query_as("SELECT member_id, store_id FROM purchases WHERE merchant_id = $1 AND id = $2")
         .bind(merchant_id)
         .bind(purchase_id)
         .fetch_optional(pool)

@@ -25,6 +25,16 @@ pub struct MerchantSettings {
     pub stored_value_bonus_rules: Vec<BonusRule>,
     pub allow_negative_points: bool,
     pub points_per_purchase_max: Option<i64>,
+    /// Days before points expire that the daily tick emits `points.expiring`; 0: never.
+    #[serde(default = "expiry_notice_days_default")]
+    pub points_expiry_notice_days: u32,
+}
+
+/// Default of [`MerchantSettings::points_expiry_notice_days`].
+pub const EXPIRY_NOTICE_DAYS_DEFAULT: u32 = 7;
+
+fn expiry_notice_days_default() -> u32 {
+    EXPIRY_NOTICE_DAYS_DEFAULT
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,6 +53,7 @@ impl Default for MerchantSettings {
             stored_value_bonus_rules: Vec::new(),
             allow_negative_points: false,
             points_per_purchase_max: None,
+            points_expiry_notice_days: EXPIRY_NOTICE_DAYS_DEFAULT,
         }
     }
 }
@@ -75,6 +86,7 @@ impl MerchantSettings {
                 .collect(),
             allow_negative_points: self.allow_negative_points,
             points_per_purchase_max: self.points_per_purchase_max,
+            points_expiry_notice_days: self.points_expiry_notice_days,
         }
     }
 
@@ -157,6 +169,16 @@ impl MerchantSettings {
                 next.stored_value_bonus_rules = parsed;
             }
         }
+        if let Some(days) = patch.points_expiry_notice_days {
+            if days > WINDOW_DAYS_MAX {
+                errors.push(FieldError::new(
+                    "settings.points_expiry_notice_days",
+                    format!("must be at most {WINDOW_DAYS_MAX}"),
+                ));
+            } else {
+                next.points_expiry_notice_days = days;
+            }
+        }
         if let Some(allow) = patch.allow_negative_points {
             next.allow_negative_points = allow;
         }
@@ -217,6 +239,8 @@ pub struct SettingsView {
     pub allow_negative_points: bool,
     /// Most points one purchase may earn; null: no cap.
     pub points_per_purchase_max: Option<i64>,
+    /// Days ahead of an expiry that the daily tick emits `points.expiring` (0: never).
+    pub points_expiry_notice_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -241,6 +265,7 @@ pub struct SettingsPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>)]
     pub points_per_purchase_max: Option<Option<i64>>,
+    pub points_expiry_notice_days: Option<u32>,
 }
 
 /// Tells an absent field (outer None) from an explicit null (Some(None)).

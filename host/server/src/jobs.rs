@@ -1,6 +1,7 @@
-//! Background jobs: the points lifecycle (activate pending lots, expire lots into breakage)
-//! and pruning of old idempotency records. Both go through the writer like any command, so
-//! they never race a purchase of the same member.
+//! Background jobs: the points lifecycle (activate pending lots, expire lots into breakage),
+//! each merchant's daily tick once its local day begins (`scheduler`), and pruning of old
+//! idempotency records. Value moves go through the writer like any command, so they never
+//! race a purchase of the same member.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -68,6 +69,14 @@ pub async fn run_forever(state: AppState, interval: Duration) {
             ),
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "points lifecycle failed"),
+        }
+        match crate::scheduler::run_due_days(&state).await {
+            Ok(runs) => {
+                for run in runs {
+                    tracing::info!(merchant = %run.merchant_id, date = %run.local_date, "daily tick ran");
+                }
+            }
+            Err(error) => tracing::error!(%error, "daily ticks failed"),
         }
         let before = state.clock.now() - IDEMPOTENCY_RETENTION_DAYS * MICROS_PER_DAY;
         if let Err(error) = prune_idempotency_keys(&state.database.pool, before).await {

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod import;
@@ -9,6 +10,8 @@ pub mod jobs;
 pub mod openapi;
 pub mod plugins;
 pub mod principals;
+pub mod scheduler;
+pub mod tiers;
 
 use std::sync::Arc;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub earn_policy: Arc<dyn EarnPolicy>,
     pub principals: Arc<principals::Principals>,
     pub plugins: Arc<plugins::PluginHost>,
+    /// How webhook deliveries are sent and retried (tests shorten the waits).
+    pub delivery: Arc<dispatch::DeliverySettings>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
             operator_key_hash: hash_key(operator_key),
             earn_policy: Arc::new(BaseRate),
             principals: Arc::default(),
+            delivery: Arc::default(),
         }
     }
 }
@@ -119,6 +125,19 @@ pub fn router(state: AppState) -> Router {
             "/operator/jobs/points-lifecycle",
             post(operator::points_lifecycle),
         )
+        .route("/operator/jobs/daily-tick", post(operator::daily_tick))
+        .route("/tiers", get(tiers::list).put(tiers::put))
+        .route("/members/{id}/tier-history", get(tiers::history))
+        .route("/members/{id}/tier", put(tiers::assign))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/events", get(webhooks::list_events))
+        .route("/events/{id}", get(webhooks::get_event))
+        .route("/ticks", get(ticks::list))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/v1", v1)

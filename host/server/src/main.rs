@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loyalty_core::Database;
 use loyalty_host::plugins::{PluginHost, PluginSettings};
-use loyalty_host::{import, jobs, router, AppState, Clock};
+use loyalty_host::{dispatch, import, jobs, router, scheduler, AppState, Clock};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +33,7 @@ enum Command {
         /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default.
         #[arg(long, default_value_t = 0)]
         writer_lanes: usize,
-        /// Seconds between runs of the points lifecycle job.
+        /// Seconds between runs of the background jobs (points lifecycle, due daily ticks).
         #[arg(long, default_value_t = 60)]
         lifecycle_interval_seconds: u64,
         /// Where compiled plugins are kept between runs (none: compiled once per process).
@@ -52,6 +52,20 @@ enum Command {
     Verify {
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
         database: String,
+    },
+    /// Run a merchant's daily tick for one local date by hand (settle lots, expiry notices,
+    /// tier policies); a day that ran already is not run again.
+    Tick {
+        #[arg(long)]
+        merchant: String,
+        /// YYYY-MM-DD in the merchant's time zone; default: today there.
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
+        database: String,
+        /// Where compiled plugins are kept between runs.
+        #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
+        plugin_cache_dir: Option<std::path::PathBuf>,
     },
     /// Import real data into a merchant through the API's own pipeline (idempotent).
     Import {
@@ -141,6 +155,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { database } => verify(&database).await,
+        Command::Tick {
+            merchant,
+            date,
+            database,
+            plugin_cache_dir,
+        } => tick(&database, &merchant, date.as_deref(), plugin_cache_dir).await,
         Command::Import {
             source: ImportSource::OnlineRetail(args),
         } => import_online_retail(args).await,
@@ -192,6 +212,43 @@ async fn import_online_retail(args: OnlineRetailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn tick(
+    url: &str,
+    merchant_id: &str,
+    date: Option<&str>,
+    plugin_cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let database = Database::connect(url)
+        .await
+        .context("connecting to the database")?;
+    database.migrate().await.context("migrating")?;
+    let plugins = PluginHost::new(PluginSettings {
+        runtime: loyalty_runtime::RuntimeConfig {
+            cache_dir: plugin_cache_dir,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .context("starting the plugin runtime")?;
+    // no API is served: the operator key is never asked for
+    let operator_key = loyalty_core::merchants::generate_key();
+    let state = AppState::new(database, &operator_key, Clock::default(), 0, plugins);
+    let merchant = loyalty_core::merchants::get_merchant(&state.database.pool, merchant_id)
+        .await
+        .with_context(|| format!("merchant {merchant_id}"))?;
+    let now = state.clock.now();
+    let date = match date {
+        Some(text) => scheduler::parse_day(&merchant, text, now)?,
+        None => scheduler::local_date(&merchant.timezone, now)?,
+    };
+    let run = scheduler::run_day(&state, &merchant.id, date).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&run).expect("tick runs serialize")
+    );
+    Ok(())
+}
+
 async fn serve(
     url: &str,
     listen: &str,
@@ -224,6 +281,7 @@ async fn serve(
         state.clone(),
         Duration::from_secs(lifecycle_interval_seconds.max(1)),
     ));
+    tokio::spawn(dispatch::run_forever(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -7,7 +7,7 @@ use crate::api;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Loyalty host API", description = "Members, points, stored value and count cards on a double-entry ledger, with per-store WebAssembly plugins. Errors are application/problem+json."),
+    info(title = "Loyalty host API", description = "Members, tiers, points, stored value and count cards on a double-entry ledger, with per-store WebAssembly plugins, domain events and signed webhooks. Errors are application/problem+json."),
     paths(
         api::merchants::create, api::merchants::get, api::merchants::update,
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
@@ -19,7 +19,11 @@ use crate::api;
         api::stored_value::top_up,
         api::count_cards::create_package, api::count_cards::list_packages, api::count_cards::get_package,
         api::count_cards::sell, api::count_cards::consume,
-        api::operator::points_lifecycle,
+        api::operator::points_lifecycle, api::operator::daily_tick,
+        api::tiers::list, api::tiers::put, api::tiers::history, api::tiers::assign,
+        api::webhooks::create, api::webhooks::list, api::webhooks::get, api::webhooks::delete,
+        api::webhooks::deliveries, api::webhooks::list_events, api::webhooks::get_event,
+        api::ticks::list,
         api::plugins::upload, api::plugins::list, api::plugins::get, api::plugins::health,
         api::plugins::get_store_set, api::plugins::put_store_set,
     ),

@@ -209,6 +209,22 @@ impl PluginHost {
         Ok(set)
     }
 
+    /// Whether the store runs any plugin of `world` whose circuit is closed (from memory when
+    /// fresh).
+    pub async fn has_enabled(
+        &self,
+        database: &Database,
+        merchant_id: &str,
+        store_id: &str,
+        world: &'static str,
+    ) -> Result<bool, CoreError> {
+        Ok(self
+            .enabled(database, merchant_id, store_id, world)
+            .await?
+            .iter()
+            .any(|plugin| !plugin.circuit_open))
+    }
+
     /// Forgets a store's remembered set (after it changed).
     pub fn forget_set(&self, merchant_id: &str, store_id: &str, world: &'static str) {
         self.enabled
@@ -426,6 +442,116 @@ impl PluginHost {
             "fallback": fallback,
         }));
         Ok(())
+    }
+}
+
+/// A tier policy's decision to move a member, with what the ledger keeps of how it was made.
+#[derive(Debug, Clone)]
+pub struct TierVerdict {
+    /// What the member's tier was in the snapshot the policy saw.
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    /// The plugin (id, name, version, sha256) and the digest of its input.
+    pub provenance: serde_json::Value,
+}
+
+impl PluginHost {
+    /// Asks the store's tier policy (the first enabled one whose circuit is closed) where
+    /// `member_id` belongs among `tiers`. `None`: no policy, the policy keeps the member where
+    /// they are, or it failed (logged, counted, and the tier stays: a failing policy never
+    /// moves anyone).
+    pub async fn decide_tier(
+        &self,
+        database: &Database,
+        merchant: &Merchant,
+        store_id: &str,
+        member_id: &str,
+        tiers: &[loyalty_core::tiers::Tier],
+        now: i64,
+    ) -> Result<Option<TierVerdict>, CoreError> {
+        const WORLD: &str = "tier-policy";
+        if tiers.is_empty() {
+            return Ok(None);
+        }
+        let enabled = self
+            .enabled(database, &merchant.id, store_id, WORLD)
+            .await?;
+        let Some(enabled) = enabled.iter().find(|plugin| !plugin.circuit_open) else {
+            return Ok(None);
+        };
+        let snapshot = snapshot(&database.pool, &merchant.id, member_id, now).await?;
+        let from = snapshot.tier.clone();
+        let member = member_input(snapshot);
+        let definitions: Vec<runtime::TierDef> = tiers
+            .iter()
+            .map(|tier| runtime::TierDef {
+                code: tier.code.clone(),
+                name: tier.name.clone(),
+                rank: u32::try_from(tier.rank).expect("ranks are below TIERS_MAX"),
+                attributes: tier.attributes.to_string(),
+            })
+            .collect();
+        let context = context_input(merchant, store_id, enabled, now);
+        let input_sha256 = hex::encode(Sha256::digest(
+            serde_json::to_vec(&(&context, &member, &definitions))
+                .expect("plugin input serializes"),
+        ));
+        let site: CallSite<'_> = (&merchant.id, store_id, WORLD);
+        let plugin = match self.plugin(database, &merchant.id, enabled).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(%error, plugin = %enabled.plugin_id, "tier policy could not be loaded");
+                return Ok(None);
+            }
+        };
+        let limits = self.limits(&enabled.limits);
+        let report = tokio::task::spawn_blocking(move || {
+            plugin.tier(&limits, &context, &member, &definitions)
+        })
+        .await
+        .map_err(|error| CoreError::Internal(format!("the plugin thread failed: {error}")))?;
+        self.record_health(&enabled.plugin_id, &report);
+        let decision = match report.result {
+            Ok(decision) => {
+                self.count_outcome(database, site, enabled, false, now)
+                    .await;
+                decision
+            }
+            Err(failure) => {
+                tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "tier policy failed; the tier stays");
+                self.count_outcome(database, site, enabled, true, now).await;
+                return Ok(None);
+            }
+        };
+        let runtime::TierDecision::MoveTo(moved) = decision else {
+            return Ok(None);
+        };
+        if from.as_deref() == Some(moved.tier.as_str()) {
+            return Ok(None);
+        }
+        if !tiers.iter().any(|tier| tier.code == moved.tier) {
+            // A proposal the host cannot honour: the tier stays, and the merchant can see why.
+            tracing::warn!(plugin = %enabled.plugin_id, tier = %moved.tier, "tier policy proposed an unknown tier; ignored");
+            return Ok(None);
+        }
+        let reason: String = moved
+            .reason
+            .chars()
+            .take(loyalty_core::tiers::TIER_REASON_LENGTH_MAX)
+            .collect();
+        Ok(Some(TierVerdict {
+            from,
+            to: moved.tier,
+            reason,
+            provenance: serde_json::json!({
+                "plugin_id": enabled.plugin_id,
+                "name": enabled.name,
+                "version": enabled.version,
+                "sha256": enabled.sha256,
+                "input_sha256": input_sha256,
+            }),
+        }))
     }
 }
 

@@ -13,6 +13,13 @@ struct Config {
     points_per_currency_unit: i64,
     #[serde(default)]
     rounding: Rounding,
+    /// Multiply by the member's tier earn multiplier (when the member has a tier).
+    #[serde(default = "yes")]
+    tier_multiplier: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> i64 {
@@ -25,7 +32,7 @@ pub struct BaseRate;
 impl EarnRule for BaseRate {
     fn evaluate(
         ctx: &Context,
-        _member: &Member,
+        member: &Member,
         purchase: &Purchase,
     ) -> Result<Vec<Award>, PluginError> {
         let config: Config = ctx.config()?;
@@ -35,16 +42,29 @@ impl EarnRule for BaseRate {
                 "points_per_currency_unit must not be negative",
             ));
         }
-        let points =
+        let mut points =
             money::points_for_rounded(purchase.total, rate, ctx.currency_exponent, config.rounding);
+        let unit = if rate == 1 { "point" } else { "points" };
+        let mut reason = format!("{rate} {unit} per {} 1", ctx.currency);
+        let tier = member.tier_info().filter(|tier| {
+            config.tier_multiplier && tier.earn_multiplier_ten_thousandths != 10_000
+        });
+        if let Some(tier) = tier {
+            points = tier.multiply_points(points);
+            let multiplier = tier.earn_multiplier_ten_thousandths;
+            let fraction = format!("{:04}", multiplier % 10_000);
+            let fraction = fraction.trim_end_matches('0');
+            let shown = if fraction.is_empty() {
+                format!("{}", multiplier / 10_000)
+            } else {
+                format!("{}.{fraction}", multiplier / 10_000)
+            };
+            reason = format!("{reason} × {shown} ({})", tier.name);
+        }
         if points == 0 {
             return Ok(Vec::new());
         }
-        let unit = if rate == 1 { "point" } else { "points" };
-        Ok(vec![Award::new(
-            points,
-            format!("{rate} {unit} per {} 1", ctx.currency),
-        )])
+        Ok(vec![Award::new(points, reason)])
     }
 }
 
@@ -60,6 +80,30 @@ mod tests {
         let ctx = ContextBuilder::new().config(config).build();
         let purchase = PurchaseBuilder::new().line("x", None, 1, total).build();
         BaseRate::evaluate(&ctx, &MemberBuilder::new().build(), &purchase)
+    }
+
+    #[test]
+    fn the_tier_multiplier_applies_unless_switched_off() {
+        let ctx = |config| ContextBuilder::new().config(config).build();
+        let purchase = PurchaseBuilder::new().line("x", None, 1, 1_999).build();
+        let gold = MemberBuilder::new()
+            .tier_with("gold", "Gold", 1, "1.5")
+            .build();
+        assert_eq!(
+            BaseRate::evaluate(&ctx(json!({})), &gold, &purchase),
+            Ok(vec![Award::new(28, "1 point per CNY 1 × 1.5 (Gold)")])
+        );
+        assert_eq!(
+            BaseRate::evaluate(&ctx(json!({"tier_multiplier": false})), &gold, &purchase),
+            Ok(vec![Award::new(19, "1 point per CNY 1")])
+        );
+        let silver = MemberBuilder::new()
+            .tier_with("silver", "Silver", 0, "1")
+            .build();
+        assert_eq!(
+            BaseRate::evaluate(&ctx(json!({})), &silver, &purchase),
+            Ok(vec![Award::new(19, "1 point per CNY 1")])
+        );
     }
 
     #[test]

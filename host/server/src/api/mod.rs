@@ -10,6 +10,9 @@ pub mod points;
 pub mod purchases;
 pub mod stored_value;
 pub mod stores;
+pub mod ticks;
+pub mod tiers;
+pub mod webhooks;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

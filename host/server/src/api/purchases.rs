@@ -1,17 +1,19 @@
 //! Purchases and refunds: the main job of the host.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use loyalty_core::merchants::{Merchant, Scope};
 use loyalty_core::operations::{
     self, Command, PurchaseReceipt, PurchaseRequest, RefundReceipt, RefundRequest,
 };
+use loyalty_core::tiers::TierSource;
 use loyalty_core::CoreError;
 
 use crate::api::value_moving;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{Auth, Idempotent};
-use crate::AppState;
+use crate::{tiers, AppState};
 
 /// Record a purchase: earns points (pending for the return window), and draws stored value
 /// and points used as payment, all in one transaction. Needs an Idempotency-Key.
@@ -24,16 +26,39 @@ pub async fn create(
     auth: Auth,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    value_moving(
+    // Set only when this request (not a replay of an earlier one) sends a command.
+    let mut written: Option<(Merchant, String, String)> = None;
+    let response = value_moving(
         &state,
         &auth,
         Scope::Pos,
         idempotent,
         async |principal, request: PurchaseRequest| {
-            Ok(purchase_command(&state, &principal.merchant, &request, state.clock.now()).await?)
+            let command =
+                purchase_command(&state, &principal.merchant, &request, state.clock.now()).await?;
+            written = Some((
+                principal.merchant.clone(),
+                request.member_id.clone(),
+                request.store_id.clone(),
+            ));
+            Ok(command)
         },
     )
-    .await
+    .await?;
+    if let Some((merchant, member_id, store_id)) = written {
+        if response.status() == StatusCode::CREATED {
+            tiers::after_change(
+                &state,
+                &merchant,
+                &member_id,
+                &store_id,
+                TierSource::Purchase,
+                state.clock.now(),
+            )
+            .await;
+        }
+    }
+    Ok(response)
 }
 
 /// Refund items or an amount of a purchase (or, with neither, the rest of it). Points are
@@ -47,16 +72,38 @@ pub async fn refund(
     Path(id): Path<String>,
     idempotent: Idempotent,
 ) -> ApiResult<Response> {
-    value_moving(
+    let mut written: Option<(Merchant, String, String)> = None;
+    let response = value_moving(
         &state,
         &auth,
         Scope::Pos,
         idempotent,
         async |principal, request: RefundRequest| {
-            Ok(refund_command(&state, &principal.merchant, id, &request).await?)
+            let (command, store_id) =
+                refund_command(&state, &principal.merchant, id, &request).await?;
+            written = Some((
+                principal.merchant.clone(),
+                command.route_key().to_string(),
+                store_id,
+            ));
+            Ok(command)
         },
     )
-    .await
+    .await?;
+    if let Some((merchant, member_id, store_id)) = written {
+        if response.status() == StatusCode::CREATED {
+            tiers::after_change(
+                &state,
+                &merchant,
+                &member_id,
+                &store_id,
+                TierSource::Refund,
+                state.clock.now(),
+            )
+            .await;
+        }
+    }
+    Ok(response)
 }
 
 /// A purchase request as the writer's command: validated, and its points decided by the
@@ -78,21 +125,25 @@ pub async fn purchase_command(
 }
 
 /// A refund request of purchase `purchase_id` as the writer's command (routed by the
-/// purchase's member). Every refund, the API's or an import's, is made here.
+/// purchase's member), and the purchase's store. Every refund, the API's or an import's, is
+/// made here.
 pub async fn refund_command(
     state: &AppState,
     merchant: &Merchant,
     purchase_id: String,
     request: &RefundRequest,
-) -> Result<Command, CoreError> {
+) -> Result<(Command, String), CoreError> {
     let scope = operations::prepare_refund(merchant, request)?;
-    let member_id =
+    let (member_id, store_id) =
         operations::purchase_member(&state.database.pool, &merchant.id, &purchase_id).await?;
-    Ok(Command::Refund {
-        purchase_id,
-        member_id,
-        scope,
-    })
+    Ok((
+        Command::Refund {
+            purchase_id,
+            member_id,
+            scope,
+        },
+        store_id,
+    ))
 }
 
 /// A purchase with its lines, payments and refunds.

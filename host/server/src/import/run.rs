@@ -19,6 +19,7 @@ use loyalty_core::plugins::{
     self as registry, Inspected, Manifest, StorePluginEntry, StorePluginsRequest,
 };
 use loyalty_core::stores::{self, NewStore};
+use loyalty_core::tiers::TierSource;
 use loyalty_core::writer::{IdempotencyClaim, Submission};
 use loyalty_core::{Backend, CoreError};
 use serde_json::{json, Value};
@@ -29,7 +30,7 @@ use super::{
 };
 use crate::api::purchases::{purchase_command, refund_command};
 use crate::extract::{parse_json, request_digest};
-use crate::AppState;
+use crate::{tiers, AppState};
 
 /// Page size when reading the merchant's stores and members.
 const PAGE: i64 = 200;
@@ -743,7 +744,20 @@ async fn purchase(context: &Context, member_id: &str, op: &PurchaseOp) -> anyhow
         key: op.key.clone(),
         digest: request_digest("POST", "/v1/purchases", &body),
     };
-    submit(context, claim, command, op.at).await
+    let applied = submit(context, claim, command, op.at).await?;
+    if matches!(applied, Applied::Done(_)) {
+        // As the API does after a purchase: the store's tier policy, at the data's time.
+        tiers::after_change(
+            state,
+            &context.merchant,
+            member_id,
+            store_id,
+            TierSource::Purchase,
+            op.at,
+        )
+        .await;
+    }
+    Ok(applied)
 }
 
 async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::Result<Applied> {
@@ -757,7 +771,7 @@ async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::
         Ok(request) => request,
         Err(error) => return Ok(Applied::Refused(format!("{error:?}"))),
     };
-    let command = match refund_command(
+    let (command, store_id) = match refund_command(
         &context.state,
         &context.merchant,
         purchase_id.to_string(),
@@ -765,9 +779,10 @@ async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::
     )
     .await
     {
-        Ok(command) => command,
+        Ok(routed) => routed,
         Err(error) => return refusal(error),
     };
+    let member_id = command.route_key().to_string();
     let claim = IdempotencyClaim {
         key: op.key.clone(),
         digest: request_digest(
@@ -776,7 +791,19 @@ async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::
             &body,
         ),
     };
-    submit(context, claim, command, op.at).await
+    let applied = submit(context, claim, command, op.at).await?;
+    if matches!(applied, Applied::Done(_)) {
+        tiers::after_change(
+            &context.state,
+            &context.merchant,
+            &member_id,
+            &store_id,
+            TierSource::Refund,
+            op.at,
+        )
+        .await;
+    }
+    Ok(applied)
 }
 
 /// Through the writer under the operation's key, at the data's time; a transient conflict

@@ -1,0 +1,223 @@
+//! Domain events and the outbox. An event is written in the same database transaction as the
+//! change that caused it (queued in the writer's [`Script`], or bound into the caller's own
+//! transaction), and delivered afterwards, at least once, by the server's dispatcher: to
+//! webhooks and to campaign triggers. Receivers deduplicate by the event's id.
+
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+use utoipa::ToSchema;
+
+use crate::db::{from_unix_micros, new_id, Script, SqlValue};
+use crate::error::CoreError;
+
+/// Every kind of event the host emits. A webhook subscribes to some of them (or `*`).
+pub const EVENT_KINDS: &[&str] = &[
+    MEMBER_JOINED,
+    PURCHASE_RECORDED,
+    PURCHASE_REFUNDED,
+    TIER_CHANGED,
+    POINTS_EXPIRING,
+    COUPON_ISSUED,
+    MESSAGE_REQUESTED,
+];
+pub const MEMBER_JOINED: &str = "member.joined";
+pub const PURCHASE_RECORDED: &str = "purchase.recorded";
+pub const PURCHASE_REFUNDED: &str = "purchase.refunded";
+pub const TIER_CHANGED: &str = "tier.changed";
+pub const POINTS_EXPIRING: &str = "points.expiring";
+pub const COUPON_ISSUED: &str = "coupon.issued";
+pub const MESSAGE_REQUESTED: &str = "message.requested";
+
+/// Events one dispatcher pass takes at most.
+pub const DISPATCH_BATCH_MAX: i64 = 256;
+
+/// An event to write.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub member_id: Option<String>,
+    pub store_id: Option<String>,
+    pub data: serde_json::Value,
+    /// Set for events that may be emitted twice for the same fact (a rerun of a day): the
+    /// second is dropped.
+    pub dedupe_key: Option<String>,
+}
+
+impl NewEvent {
+    pub fn member(kind: &'static str, member_id: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            kind,
+            member_id: Some(member_id.to_string()),
+            store_id: None,
+            data,
+            dedupe_key: None,
+        }
+    }
+
+    pub fn at_store(mut self, store_id: &str) -> NewEvent {
+        self.store_id = Some(store_id.to_string());
+        self
+    }
+
+    pub fn deduplicated_by(mut self, key: String) -> NewEvent {
+        self.dedupe_key = Some(key);
+        self
+    }
+}
+
+const INSERT_SQL: &str = "INSERT INTO events (merchant_id, id, kind, member_id, store_id, data, \
+     dedupe_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (merchant_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING";
+
+fn insert_values(merchant_id: &str, id: &str, event: NewEvent, now: i64) -> Vec<SqlValue> {
+    debug_assert!(EVENT_KINDS.contains(&event.kind), "a known event kind");
+    debug_assert!(event.data.is_object(), "event data is an object");
+    vec![
+        merchant_id.into(),
+        id.into(),
+        event.kind.into(),
+        event.member_id.into(),
+        event.store_id.into(),
+        event.data.to_string().into(),
+        event.dedupe_key.into(),
+        now.into(),
+    ]
+}
+
+/// Queues the event in the writer's script: it commits (or rolls back) with the command.
+pub fn queue_event(script: &mut Script, merchant_id: &str, event: NewEvent, now: i64) -> String {
+    let id = new_id("evt");
+    script.push(INSERT_SQL, insert_values(merchant_id, &id, event, now));
+    id
+}
+
+/// Writes the event on `executor` (a transaction of the caller's, or the pool). Returns its
+/// id, or `None` when an event with the same dedupe key exists.
+pub async fn insert_event<'e, E>(
+    executor: E,
+    merchant_id: &str,
+    event: NewEvent,
+    now: i64,
+) -> Result<Option<String>, CoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let id = new_id("evt");
+    let mut query = sqlx::query(INSERT_SQL);
+    for value in insert_values(merchant_id, &id, event, now) {
+        query = match value {
+            SqlValue::Int(value) => query.bind(value),
+            SqlValue::Text(value) => query.bind(value),
+        };
+    }
+    let written = query.execute(executor).await?.rows_affected();
+    Ok((written == 1).then_some(id))
+}
+
+/// An event as receivers see it (the webhook body, `GET /v1/events`).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Event {
+    /// `evt_…`, unique: receivers deduplicate by it.
+    pub id: String,
+    /// The event kind, e.g. `purchase.recorded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub merchant_id: String,
+    pub member_id: Option<String>,
+    pub store_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+const EVENT_COLUMNS: &str = "merchant_id, id, kind, member_id, store_id, data, created_at";
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> Result<Event, CoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        merchant_id: row.try_get("merchant_id")?,
+        member_id: row.try_get("member_id")?,
+        store_id: row.try_get("store_id")?,
+        data: serde_json::from_str(&data)
+            .map_err(|error| CoreError::Internal(format!("stored event data: {error}")))?,
+        created_at: from_unix_micros(row.try_get("created_at")?),
+    })
+}
+
+/// The oldest events not yet dispatched, across merchants.
+pub async fn undispatched(pool: &AnyPool, limit: i64) -> Result<Vec<Event>, CoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE dispatched_at IS NULL \
+         ORDER BY created_at, id LIMIT $1"
+    ))
+    .bind(limit.clamp(1, DISPATCH_BATCH_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Marks events of one merchant dispatched (their deliveries are recorded), in statements of
+/// at most [`DISPATCH_BATCH_MAX`] ids.
+pub async fn mark_dispatched(
+    pool: &AnyPool,
+    merchant_id: &str,
+    event_ids: &[String],
+    now: i64,
+) -> Result<(), CoreError> {
+    for chunk in event_ids.chunks(usize::try_from(DISPATCH_BATCH_MAX).expect("small")) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|index| format!("${}", index + 3))
+            .collect();
+        let sql = format!(
+            "UPDATE events SET dispatched_at = $2 WHERE merchant_id = $1 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query.execute(pool).await?;
+    }
+    Ok(())
+}
+
+pub async fn get_event(pool: &AnyPool, merchant_id: &str, id: &str) -> Result<Event, CoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE merchant_id = $1 AND id = $2"
+    ))
+    .bind(merchant_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CoreError::NotFound("event"))?;
+    event_from_row(&row)
+}
+
+/// A merchant's events, oldest first from after `cursor` (an event id), optionally of one
+/// kind and one member: the feed a merchant without webhooks polls.
+pub async fn list_events(
+    pool: &AnyPool,
+    merchant_id: &str,
+    kind: Option<&str>,
+    member_id: Option<&str>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Event>, CoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE merchant_id = $1 AND id > $2 \
+         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR member_id = $4) \
+         ORDER BY id LIMIT $5"
+    ))
+    .bind(merchant_id)
+    .bind(cursor.unwrap_or(""))
+    .bind(kind)
+    .bind(member_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
