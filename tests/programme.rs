@@ -620,3 +620,220 @@ backend_tests!(
     the_daily_tick_runs_each_day_once,
     webhooks_are_signed_and_retried,
 );
+
+async fn purchase_lines(
+    server: &TestServer,
+    key: &str,
+    member: &str,
+    store: &str,
+    lines: &[(&str, &str, i64, &str)],
+) {
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(sku, category, quantity, price)| {
+            json!({"sku": sku, "name": sku.to_uppercase(), "category": category, "quantity": quantity, "unit_price": price})
+        })
+        .collect();
+    let sum: i64 = lines
+        .iter()
+        .map(|(_, _, quantity, price)| {
+            quantity * price.replace('.', "").parse::<i64>().expect("a price")
+        })
+        .sum();
+    let amount = format!("{}.{:02}", sum / 100, sum % 100);
+    server
+        .post_idem(
+            "/v1/purchases",
+            key,
+            &idem(),
+            &json!({"member_id": member, "store_id": store, "items": items,
+                "payments": [{"method": "card", "amount": amount}]}),
+        )
+        .await
+        .ok(201);
+}
+
+async fn recommendations_rank_candidates_from_history(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let merchant = server.merchant("Cafe", "CNY").await;
+    let key = &merchant.key;
+    let plain = server.store_coded(key, "PLAIN").await;
+    let smart = server.store_coded(key, "SMART").await;
+    let plugin = server
+        .upload_plugin(
+            key,
+            Some(&json!({"name": "recommend-co-purchase", "version": "0.1.0", "world": "recommender"})),
+            Some(component("recommend_co_purchase")),
+        )
+        .await
+        .ok(201)["id"]
+        .clone();
+    server
+        .put(
+            &format!("/v1/stores/{smart}/plugins/recommender"),
+            key,
+            &json!({"plugins": [{"plugin_id": plugin, "config": {"max_per_category": 2}}]}),
+        )
+        .await
+        .ok(200);
+    let mut shoppers = Vec::new();
+    for phone in ["13800000001", "13800000002", "13800000003", "13800000004"] {
+        shoppers.push(
+            server
+                .post("/v1/members", key, &json!({"phone": phone}))
+                .await
+                .id(),
+        );
+    }
+    // Lattes go with croissants; tea is popular on its own; muffins sometimes.
+    for shopper in &shoppers[..3] {
+        purchase_lines(
+            &server,
+            key,
+            shopper,
+            &plain,
+            &[
+                ("latte", "coffee", 1, "28.00"),
+                ("croissant", "bakery", 1, "15.00"),
+            ],
+        )
+        .await;
+    }
+    purchase_lines(
+        &server,
+        key,
+        &shoppers[0],
+        &plain,
+        &[
+            ("latte", "coffee", 1, "28.00"),
+            ("muffin", "bakery", 1, "12.00"),
+        ],
+    )
+    .await;
+    purchase_lines(
+        &server,
+        key,
+        &shoppers[1],
+        &plain,
+        &[("tea", "tea", 10, "9.00")],
+    )
+    .await;
+    purchase_lines(
+        &server,
+        key,
+        &shoppers[2],
+        &plain,
+        &[("tea", "tea", 5, "9.00")],
+    )
+    .await;
+
+    // Counted from the outbox once, however often an event is dispatched.
+    loyalty_host::dispatch::dispatch_events(&server.state)
+        .await
+        .expect("dispatches");
+    sqlx::query("UPDATE events SET dispatched_at = NULL")
+        .execute(&server.state.database.pool)
+        .await
+        .expect("reset");
+    loyalty_host::dispatch::dispatch_events(&server.state)
+        .await
+        .expect("dispatches again");
+    let (units, orders): (i64, i64) =
+        sqlx::query_as("SELECT units_sold, orders_count FROM item_stats WHERE sku = 'latte'")
+            .fetch_one(&server.state.database.pool)
+            .await
+            .expect("latte stats");
+    assert_eq!((units, orders), (4, 4));
+
+    // A newcomer who bought a latte: popularity without a store, ranked by the plugin with one.
+    let newcomer = &shoppers[3];
+    purchase_lines(
+        &server,
+        key,
+        newcomer,
+        &plain,
+        &[("latte", "coffee", 1, "28.00")],
+    )
+    .await;
+    loyalty_host::dispatch::dispatch_events(&server.state)
+        .await
+        .expect("dispatches");
+    let popular = server
+        .get(&format!("/v1/members/{newcomer}/recommendations"), key)
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(popular["source"], "popularity");
+    let skus: Vec<&str> = popular["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["sku"].as_str().expect("sku"))
+        .collect();
+    assert_eq!(
+        skus,
+        ["tea", "croissant", "muffin"],
+        "most units first, the latte left out"
+    );
+    assert_eq!(popular["items"][0]["reason"], "popular: 15 sold");
+    assert_eq!(popular["items"][0]["price"], "9.00");
+
+    let ranked = server
+        .get(
+            &format!("/v1/members/{newcomer}/recommendations?store_id={smart}&limit=2"),
+            key,
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(ranked["source"], "plugin:recommend-co-purchase@0.1.0");
+    assert_eq!(ranked["items"][0]["sku"], "croissant");
+    assert_eq!(
+        ranked["items"][0]["reason"],
+        "bought with your items 3 times"
+    );
+    assert_eq!(ranked["items"][0]["name"], "CROISSANT");
+    assert_eq!(ranked["items"][1]["sku"], "muffin");
+    assert_eq!(ranked["items"].as_array().map(Vec::len), Some(2));
+
+    let fallback = server
+        .get(
+            &format!("/v1/members/{newcomer}/recommendations?store_id={plain}"),
+            key,
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(fallback["source"], "popularity");
+    assert_eq!(fallback["fallback_reason"], "no recommender");
+
+    // Bad input and foreign ids.
+    server
+        .get(
+            &format!("/v1/members/{newcomer}/recommendations?limit=0"),
+            key,
+        )
+        .await
+        .problem(422);
+    server
+        .get(
+            &format!("/v1/members/{newcomer}/recommendations?store_id=sto_missing"),
+            key,
+        )
+        .await
+        .problem(404);
+    let other = server.merchant("Other", "CNY").await;
+    server
+        .get(
+            &format!("/v1/members/{newcomer}/recommendations"),
+            &other.key,
+        )
+        .await
+        .problem(404);
+    server.verify().await;
+}
+
+mod recommendations {
+    use super::*;
+    backend_tests!(recommendations_rank_candidates_from_history);
+}

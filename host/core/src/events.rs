@@ -163,7 +163,7 @@ pub async fn undispatched(pool: &AnyPool, limit: i64) -> Result<Vec<Event>, Core
 /// Marks events of one merchant dispatched (their deliveries are recorded), in statements of
 /// at most [`DISPATCH_BATCH_MAX`] ids.
 pub async fn mark_dispatched(
-    pool: &AnyPool,
+    connection: &mut sqlx::AnyConnection,
     merchant_id: &str,
     event_ids: &[String],
     now: i64,
@@ -180,7 +180,7 @@ pub async fn mark_dispatched(
         for id in chunk {
             query = query.bind(id);
         }
-        query.execute(pool).await?;
+        query.execute(&mut *connection).await?;
     }
     Ok(())
 }

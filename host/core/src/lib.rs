@@ -6,6 +6,7 @@ pub mod db;
 pub mod earn;
 pub mod error;
 pub mod events;
+pub mod items;
 pub mod ledger;
 pub mod members;
 pub mod merchants;

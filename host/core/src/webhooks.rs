@@ -219,7 +219,7 @@ pub async fn subscribers(
 /// Records a pending delivery of the event to each webhook, due at once. A delivery that
 /// exists already (a second dispatch of the same event) is left as it is.
 pub async fn enqueue_deliveries(
-    pool: &AnyPool,
+    connection: &mut sqlx::AnyConnection,
     merchant_id: &str,
     event_id: &str,
     event_kind: &str,
@@ -239,7 +239,7 @@ pub async fn enqueue_deliveries(
         .bind(event_id)
         .bind(event_kind)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *connection)
         .await?;
     }
     Ok(())

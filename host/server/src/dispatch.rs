@@ -1,5 +1,6 @@
-//! The outbox dispatcher: turns undispatched events into webhook deliveries, and sends due
-//! deliveries, signed, with retries and exponential backoff. Delivery is at least once: a
+//! The outbox dispatcher: applies the effects of undispatched events (webhook deliveries,
+//! item statistics for recommendations), and sends due deliveries, signed, with retries and
+//! exponential backoff. Delivery is at least once: a
 //! receiver deduplicates by the event id (`Loyalty-Event-Id`).
 //!
 //! Signature: `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -11,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use loyalty_core::events::{self, Event, DISPATCH_BATCH_MAX};
+use loyalty_core::items;
 use loyalty_core::webhooks::{self, Attempt, DueDelivery, Webhook};
 use loyalty_core::CoreError;
 use sha2::Sha256;
@@ -79,23 +81,30 @@ pub fn signature(secret: &str, timestamp_seconds: i64, body: &[u8]) -> String {
     )
 }
 
-/// Turns up to one batch of undispatched events into deliveries. Returns how many events
-/// it dispatched.
+/// Takes up to one batch of undispatched events and, in one transaction (one durable commit
+/// for the batch), applies their effects: a delivery per subscribed webhook, purchases counted
+/// into the item statistics, and the events marked dispatched. Returns how many it took.
 pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
-    let pool = &state.database.pool;
-    let batch = events::undispatched(pool, DISPATCH_BATCH_MAX).await?;
+    let database = &state.database;
+    let batch = events::undispatched(&database.pool, DISPATCH_BATCH_MAX).await?;
+    if batch.is_empty() {
+        return Ok(0);
+    }
     let mut hooks: HashMap<String, Vec<Webhook>> = HashMap::new();
-    let now = state.clock.now();
-    let mut done: HashMap<String, Vec<String>> = HashMap::new();
     for event in &batch {
         if !hooks.contains_key(&event.merchant_id) {
-            let active = webhooks::list_webhooks(pool, &event.merchant_id)
+            let active = webhooks::list_webhooks(&database.pool, &event.merchant_id)
                 .await?
                 .into_iter()
                 .filter(|webhook| webhook.active)
                 .collect();
             hooks.insert(event.merchant_id.clone(), active);
         }
+    }
+    let now = state.clock.now();
+    let mut transaction = database.pool.begin_with(database.begin_statement()).await?;
+    let mut done: HashMap<&str, Vec<String>> = HashMap::new();
+    for event in &batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
             .iter()
             .filter(|webhook| {
@@ -108,7 +117,7 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             .collect();
         if !subscribed.is_empty() {
             webhooks::enqueue_deliveries(
-                pool,
+                &mut transaction,
                 &event.merchant_id,
                 &event.id,
                 &event.kind,
@@ -117,13 +126,26 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             )
             .await?;
         }
-        done.entry(event.merchant_id.clone())
+        if event.kind == events::PURCHASE_RECORDED {
+            if let Some(purchase_id) = event.data["purchase_id"].as_str() {
+                items::count_purchase(
+                    &mut transaction,
+                    &event.merchant_id,
+                    &event.id,
+                    purchase_id,
+                    now,
+                )
+                .await?;
+            }
+        }
+        done.entry(&event.merchant_id)
             .or_default()
             .push(event.id.clone());
     }
     for (merchant_id, ids) in &done {
-        events::mark_dispatched(pool, merchant_id, ids, now).await?;
+        events::mark_dispatched(&mut transaction, merchant_id, ids, now).await?;
     }
+    transaction.commit().await?;
     Ok(batch.len())
 }
 

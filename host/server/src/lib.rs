@@ -129,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tiers", get(tiers::list).put(tiers::put))
         .route("/members/{id}/tier-history", get(tiers::history))
         .route("/members/{id}/tier", put(tiers::assign))
+        .route(
+            "/members/{id}/recommendations",
+            get(recommendations::recommend),
+        )
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/webhooks/{id}",

@@ -23,7 +23,7 @@ use crate::api;
         api::tiers::list, api::tiers::put, api::tiers::history, api::tiers::assign,
         api::webhooks::create, api::webhooks::list, api::webhooks::get, api::webhooks::delete,
         api::webhooks::deliveries, api::webhooks::list_events, api::webhooks::get_event,
-        api::ticks::list,
+        api::ticks::list, api::recommendations::recommend,
         api::plugins::upload, api::plugins::list, api::plugins::get, api::plugins::health,
         api::plugins::get_store_set, api::plugins::put_store_set,
     ),

@@ -555,6 +555,83 @@ impl PluginHost {
     }
 }
 
+/// A recommender's ranking, validated against the candidates it was given.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    /// `plugin:<name>@<version>`.
+    pub source: String,
+    pub items: Vec<runtime::Scored>,
+}
+
+impl PluginHost {
+    /// Asks the store's recommender (the first enabled one whose circuit is closed) to rank
+    /// `candidates` for the member. `Ok(Err(reason))`: no recommender, or it failed (logged
+    /// and counted) — the caller falls back to popularity.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recommend(
+        &self,
+        database: &Database,
+        merchant: &Merchant,
+        store_id: &str,
+        member_id: &str,
+        history: Vec<runtime::HistoryLine>,
+        candidates: Vec<runtime::Candidate>,
+        limit: u32,
+        now: i64,
+    ) -> Result<Result<Ranking, &'static str>, CoreError> {
+        const WORLD: &str = "recommender";
+        let enabled = self
+            .enabled(database, &merchant.id, store_id, WORLD)
+            .await?;
+        let Some(enabled) = enabled.iter().find(|plugin| !plugin.circuit_open) else {
+            return Ok(Err("no recommender"));
+        };
+        let member = member_input(snapshot(&database.pool, &merchant.id, member_id, now).await?);
+        let context = context_input(merchant, store_id, enabled, now);
+        let site: CallSite<'_> = (&merchant.id, store_id, WORLD);
+        let plugin = match self.plugin(database, &merchant.id, enabled).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(%error, plugin = %enabled.plugin_id, "recommender could not be loaded");
+                return Ok(Err("load"));
+            }
+        };
+        let limits = self.limits(&enabled.limits);
+        let known: std::collections::HashSet<String> = candidates
+            .iter()
+            .map(|candidate| candidate.sku.clone())
+            .collect();
+        let report = tokio::task::spawn_blocking(move || {
+            plugin.recommend(&limits, &context, &member, &history, &candidates, limit)
+        })
+        .await
+        .map_err(|error| CoreError::Internal(format!("the plugin thread failed: {error}")))?;
+        self.record_health(&enabled.plugin_id, &report);
+        match report.result {
+            Ok(scored) => {
+                self.count_outcome(database, site, enabled, false, now)
+                    .await;
+                // Only candidates, each once, at most `limit`: the host shows nothing else.
+                let mut seen = std::collections::HashSet::new();
+                let items = scored
+                    .into_iter()
+                    .filter(|item| known.contains(&item.sku) && seen.insert(item.sku.clone()))
+                    .take(usize::try_from(limit).expect("limits are small"))
+                    .collect();
+                Ok(Ok(Ranking {
+                    source: format!("plugin:{}@{}", enabled.name, enabled.version),
+                    items,
+                }))
+            }
+            Err(failure) => {
+                tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "recommender failed; popularity applies");
+                self.count_outcome(database, site, enabled, true, now).await;
+                Ok(Err(failure.kind()))
+            }
+        }
+    }
+}
+
 fn record(
     enabled: &EnabledPlugin,
     input_sha256: String,

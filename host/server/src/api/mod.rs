@@ -8,6 +8,7 @@ pub mod operator;
 pub mod plugins;
 pub mod points;
 pub mod purchases;
+pub mod recommendations;
 pub mod stored_value;
 pub mod stores;
 pub mod ticks;
