@@ -37,6 +37,8 @@ pub struct EarnInput<'a> {
     pub total: i64,
     /// The part of the total paid with points, in minor units; it earns nothing.
     pub paid_with_points: i64,
+    /// The part of the total the member's coupons take off; it earns nothing either.
+    pub discount: i64,
     pub occurred_at: i64,
 }
 
@@ -46,12 +48,12 @@ pub trait EarnPolicy: Send + Sync {
 }
 
 /// `points_per_currency_unit` points per whole currency unit of the total not paid with
-/// points, rounded down.
+/// points nor taken off by coupons, rounded down.
 pub struct BaseRate;
 
 impl EarnPolicy for BaseRate {
     fn awards(&self, input: &EarnInput<'_>) -> Vec<Award> {
-        let eligible = input.total - input.paid_with_points;
+        let eligible = input.total - input.paid_with_points - input.discount;
         let rate = input.settings.points_per_currency_unit;
         // minor units → major units × rate, floored once
         let per_minor = rate / Decimal::from(10_i64.pow(input.currency_exponent));

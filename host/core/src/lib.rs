@@ -2,10 +2,13 @@
 //! ledger (accounts, transactions, postings, point lots, idempotency) with persistence on
 //! SQLite and PostgreSQL, and the plugin registry. Knows nothing of HTTP or WebAssembly.
 
+pub mod campaigns;
+pub mod coupons;
 pub mod db;
 pub mod earn;
 pub mod error;
 pub mod events;
+pub mod gifts;
 pub mod items;
 pub mod ledger;
 pub mod members;

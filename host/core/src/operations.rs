@@ -68,7 +68,11 @@ pub struct PurchaseRequest {
     /// When the purchase happened (RFC 3339); default now.
     pub occurred_at: Option<String>,
     pub items: Vec<ItemRequest>,
+    /// With coupons, the payments cover the total less their discounts.
     pub payments: Vec<PaymentRequest>,
+    /// The member's coupons to use (at most 5), applied in this order.
+    #[serde(default)]
+    pub coupons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -162,6 +166,10 @@ pub struct PurchaseReceipt {
     pub points_redeemed: i64,
     /// The stored-value payment split into principal and bonus.
     pub stored_value_paid: Option<StoredValueSplit>,
+    /// Coupons used and what each took off the total.
+    pub coupons: Vec<crate::coupons::UsedCoupon>,
+    /// What the member was asked to pay: the total less the coupons.
+    pub amount_due: String,
     pub transaction_id: String,
     pub balances: Balances,
 }
@@ -216,6 +224,8 @@ pub struct ReturnedPayments {
     pub stored_value: StoredValueSplit,
     /// Points given back for the part paid with points.
     pub points: i64,
+    /// The coupons' share of the refund: never paid, so nothing comes back for it.
+    pub coupon_share: String,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -290,6 +300,8 @@ pub struct PurchaseCommand {
     pub payments: BTreeMap<PaymentMethod, i64>,
     /// Points the points payment costs.
     pub points_to_redeem: i64,
+    /// Coupons to redeem with the purchase (checked and consumed by the writer).
+    pub coupons: Vec<String>,
     pub awards: Vec<Award>,
     /// How the awards were decided (JSON), kept on the ledger transaction. `None`: the
     /// built-in policy, named by the awards' source.
@@ -347,6 +359,15 @@ pub enum Command {
     },
     /// Moves a member to another tier (decided by a tier policy or an admin).
     ChangeTier(crate::tiers::TierChangeCommand),
+    /// A campaign's actions for one member (exactly once per campaign, cause and member).
+    CampaignActions(crate::campaigns::CampaignActionsCommand),
+    /// Exchanges points for a gift: points and stock move together.
+    RedeemGift {
+        member_id: String,
+        gift_id: String,
+        quantity: i64,
+        store_id: String,
+    },
 }
 
 /// What a command returns: an HTTP-compatible status and the JSON body to keep.
@@ -402,6 +423,23 @@ pub fn prepare_purchase(
             "items",
             format!("must hold 1 to {ITEMS_PER_PURCHASE_MAX} items"),
         ));
+    }
+    if request.coupons.len() > crate::coupons::COUPONS_PER_PURCHASE_MAX {
+        errors.push(FieldError::new(
+            "coupons",
+            format!(
+                "at most {} coupons",
+                crate::coupons::COUPONS_PER_PURCHASE_MAX
+            ),
+        ));
+    }
+    for (index, coupon) in request.coupons.iter().enumerate() {
+        if request.coupons[..index].contains(coupon) {
+            errors.push(FieldError::new(
+                format!("coupons[{index}]"),
+                "appears twice",
+            ));
+        }
     }
     if request.payments.len() > PAYMENTS_PER_PURCHASE_MAX {
         errors.push(FieldError::new(
@@ -512,7 +550,8 @@ pub fn prepare_purchase(
         return Err(CoreError::Validation(errors));
     }
     let paid: i64 = payments.values().sum();
-    if paid != total {
+    // With coupons the rest is their discount, which the writer checks exactly.
+    if paid > total || (paid != total && request.coupons.is_empty()) {
         return Err(CoreError::field(
             "payments",
             format!(
@@ -538,6 +577,7 @@ pub fn prepare_purchase(
         lines: &earn_lines,
         total,
         paid_with_points: payments.get(&PaymentMethod::Points).copied().unwrap_or(0),
+        discount: total - paid,
         occurred_at,
     });
     Ok(PurchaseCommand {
@@ -550,6 +590,7 @@ pub fn prepare_purchase(
         total,
         payments,
         points_to_redeem,
+        coupons: request.coupons.clone(),
         awards: cap_awards(awards, merchant.settings.points_per_purchase_max),
         provenance: None,
     })
@@ -708,7 +749,8 @@ impl Command {
             Command::Purchase(command) => Some(&command.store_id),
             Command::TopUp { store_id, .. }
             | Command::SellCountCard { store_id, .. }
-            | Command::Consume { store_id, .. } => Some(store_id),
+            | Command::Consume { store_id, .. }
+            | Command::RedeemGift { store_id, .. } => Some(store_id),
             _ => None,
         }
     }
@@ -725,6 +767,8 @@ impl Command {
             | Command::Consume { member_id, .. }
             | Command::Settle { member_id } => member_id,
             Command::ChangeTier(change) => &change.member_id,
+            Command::RedeemGift { member_id, .. } => member_id,
+            Command::CampaignActions(command) => &command.member_id,
         }
     }
 
@@ -796,6 +840,20 @@ impl Command {
             }
             Command::ChangeTier(change) => {
                 crate::tiers::change_tier(connection, script, &merchant.id, change, now).await
+            }
+            Command::CampaignActions(command) => {
+                campaign_actions(connection, script, &context, command).await
+            }
+            Command::RedeemGift {
+                member_id,
+                gift_id,
+                quantity,
+                store_id,
+            } => {
+                redeem_gift(
+                    connection, script, &context, member_id, gift_id, *quantity, store_id,
+                )
+                .await
             }
             Command::Settle { member_id } => {
                 let (activated, expired) =
@@ -939,6 +997,14 @@ struct PaymentRecord {
     /// scan of the member's lots or a new index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     override_lots: Vec<String>,
+    /// Coupons used, and what they took off in all; refunds give that part back to no one
+    /// (it was never paid), in proportion like every payment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    coupons: Vec<String>,
+    #[serde(default)]
+    coupon_discount: i64,
+    #[serde(default)]
+    refunded_coupon: i64,
 }
 
 /// Latest expiry a lot may carry: the end of year 9999, the last instant RFC 3339 (and so
@@ -980,6 +1046,37 @@ async fn purchase(
         methods: command.payments.clone(),
         ..Default::default()
     };
+    let mut used_coupons = Vec::new();
+    if !command.coupons.is_empty() {
+        let (used, discount) = crate::coupons::redeem(
+            connection,
+            script,
+            merchant,
+            member_id,
+            &command.store_id,
+            &purchase_id,
+            command.total,
+            &command.coupons,
+            context.now,
+        )
+        .await?;
+        let paid: i64 = command.payments.values().sum();
+        if paid + discount != command.total {
+            return Err(CoreError::field(
+                "payments",
+                format!(
+                    "payments sum to {} but the items total {} less coupons of {} is {}",
+                    context.money(paid),
+                    context.money(command.total),
+                    context.money(discount),
+                    context.money(command.total - discount)
+                ),
+            ));
+        }
+        record_payments.coupons = command.coupons.clone();
+        record_payments.coupon_discount = discount;
+        used_coupons = used;
+    }
     let mut stored_value_paid = None;
     if let Some(amount) = command.payments.get(&PaymentMethod::StoredValue) {
         let (principal, bonus) = stored_value_draw(connection, context, member_id, *amount).await?;
@@ -1224,6 +1321,8 @@ async fn purchase(
         awards: record_payments.awards.clone(),
         points_redeemed: record_payments.points_paid,
         stored_value_paid,
+        amount_due: context.money(command.total - record_payments.coupon_discount),
+        coupons: used_coupons,
         transaction_id,
         balances: context
             .balances_from(connection, balance_rows, member_id, &queued_lots)
@@ -1373,17 +1472,21 @@ async fn refund(
     transaction.reason = Some(format!("refund {refund_id}"));
     // Payments come back in proportion to what of each is still unrefunded.
     let methods: Vec<PaymentMethod> = payments.methods.keys().copied().collect();
-    let remaining_by_method: Vec<i64> = methods
+    let mut remaining_by_method: Vec<i64> = methods
         .iter()
         .map(|method| {
             payments.methods[method] - payments.refunded_methods.get(method).copied().unwrap_or(0)
         })
         .collect();
-    let parts = if remaining_by_method.iter().sum::<i64>() == 0 {
-        vec![0; methods.len()]
+    // The coupons' part takes its share of every refund and goes back to no one.
+    remaining_by_method.push(payments.coupon_discount - payments.refunded_coupon);
+    let mut parts = if remaining_by_method.iter().sum::<i64>() == 0 {
+        vec![0; remaining_by_method.len()]
     } else {
         split_largest_remainder(amount, &remaining_by_method)
     };
+    let coupon_part = parts.pop().expect("the coupons' slot");
+    payments.refunded_coupon += coupon_part;
     let mut returned = ReturnedPayments {
         cash: context.money(0),
         card: context.money(0),
@@ -1392,6 +1495,7 @@ async fn refund(
             bonus: context.money(0),
         },
         points: 0,
+        coupon_share: context.money(coupon_part),
     };
     let points_account = member_account_id(&member_id, "points");
     let mut returned_points_lot: Option<i64> = None;
@@ -1558,6 +1662,10 @@ async fn refund(
         queued_lots.push((remaining, expires_at));
     }
     let points_reversed = taken_pending + reversed_available;
+    if refunded + amount == total && !payments.coupons.is_empty() {
+        // A full refund gives the coupons back while they are still valid.
+        crate::coupons::queue_restore(script, &merchant.id, &payments.coupons, context.now);
+    }
     script.push(
         "UPDATE purchases SET refunded = refunded + $3, points_reversed = points_reversed + $4, \
          payments = $5 WHERE merchant_id = $1 AND id = $2",
@@ -1675,6 +1783,359 @@ async fn redeem(
         transaction_id,
         points,
         reason: reason.trim().to_string(),
+        balances: context
+            .balances_from(connection, balance_rows, member_id, &[])
+            .await?,
+    }))
+}
+
+/// Applies a campaign's actions for a member: once per (campaign, cause, member); each action
+/// within the member cap and the campaign's budget, else dropped and counted.
+async fn campaign_actions(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    context: &Context<'_>,
+    command: &crate::campaigns::CampaignActionsCommand,
+) -> Result<Outcome, CoreError> {
+    use crate::campaigns::{CampaignAction, CampaignActionsOutcome};
+    let merchant = context.merchant;
+    let member_id = &command.member_id;
+    begin_member_write(connection, script, context, member_id).await?;
+    let effect = format!("campaign:{}:{}", command.campaign_id, member_id);
+    let claimed = script
+        .fetch_after(
+            connection,
+            "INSERT INTO event_effects (merchant_id, event_id, effect, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, event_id, effect) DO NOTHING \
+             RETURNING event_id",
+            vec![
+                (&merchant.id).into(),
+                (&command.cause).into(),
+                (&effect).into(),
+                context.now.into(),
+            ],
+        )
+        .await?;
+    if claimed.is_empty() {
+        let outcome = CampaignActionsOutcome {
+            first_time: false,
+            applied: 0,
+            dropped: Vec::new(),
+        };
+        return Ok(Outcome {
+            status: 200,
+            body: serde_json::to_string(&outcome).expect("outcomes serialize"),
+        });
+    }
+    let mut applied = 0_i64;
+    let mut dropped: Vec<String> = (0..command.refused)
+        .map(|_| "refused: malformed or too many actions".to_string())
+        .collect();
+    let mut coupons_issued = 0_i64;
+    for (index, action) in command.actions.iter().enumerate() {
+        // The member's cap first: only this member's lane touches the row, so it can be
+        // given back if the campaign's budget then refuses.
+        let counted = script
+            .fetch_after(
+                connection,
+                "INSERT INTO campaign_members (merchant_id, campaign_id, member_id, actions) \
+                 SELECT $1, $2, $3, 1 FROM campaigns c WHERE c.merchant_id = $1 AND c.id = $2 \
+                 AND (c.per_member_cap IS NULL OR c.per_member_cap >= 1) \
+                 ON CONFLICT (merchant_id, campaign_id, member_id) DO UPDATE \
+                 SET actions = campaign_members.actions + 1 \
+                 WHERE campaign_members.actions < (SELECT COALESCE(c.per_member_cap, 9223372036854775807) \
+                   FROM campaigns c WHERE c.merchant_id = $1 AND c.id = $2) \
+                 RETURNING actions",
+                vec![
+                    (&merchant.id).into(),
+                    (&command.campaign_id).into(),
+                    member_id.into(),
+                ],
+            )
+            .await?;
+        if counted.is_empty() {
+            dropped.push(format!("action {index}: the member's cap is reached"));
+            continue;
+        }
+        let budget_ok = match action {
+            CampaignAction::AwardPoints { points, .. } => !script
+                .fetch_after(
+                    connection,
+                    "UPDATE campaigns SET points_granted = points_granted + $3 \
+                     WHERE merchant_id = $1 AND id = $2 \
+                     AND (budget_points IS NULL OR points_granted + $3 <= budget_points) RETURNING id",
+                    vec![
+                        (&merchant.id).into(),
+                        (&command.campaign_id).into(),
+                        (*points).into(),
+                    ],
+                )
+                .await?
+                .is_empty(),
+            CampaignAction::IssueCoupon { .. } => !script
+                .fetch_after(
+                    connection,
+                    "UPDATE campaigns SET coupons_issued = coupons_issued + 1 \
+                     WHERE merchant_id = $1 AND id = $2 \
+                     AND (budget_coupons IS NULL OR coupons_issued + 1 <= budget_coupons) RETURNING id",
+                    vec![(&merchant.id).into(), (&command.campaign_id).into()],
+                )
+                .await?
+                .is_empty(),
+            _ => true,
+        };
+        let template = match action {
+            CampaignAction::IssueCoupon { template_code } if budget_ok => {
+                script.flush(connection).await?;
+                crate::coupons::template_by_code(connection, &merchant.id, template_code).await?
+            }
+            _ => None,
+        };
+        let refusal = match action {
+            _ if !budget_ok => Some("the campaign's budget is spent"),
+            CampaignAction::IssueCoupon { .. } if template.is_none() => {
+                Some("no coupon template with that code")
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            dropped.push(format!("action {index}: {refusal}"));
+            // Give back what this action took of the cap (and of the coupon budget).
+            script.push(
+                "UPDATE campaign_members SET actions = actions - 1 \
+                 WHERE merchant_id = $1 AND campaign_id = $2 AND member_id = $3",
+                vec![
+                    (&merchant.id).into(),
+                    (&command.campaign_id).into(),
+                    member_id.into(),
+                ],
+            );
+            if budget_ok {
+                script.push(
+                    "UPDATE campaigns SET coupons_issued = coupons_issued - 1 \
+                     WHERE merchant_id = $1 AND id = $2",
+                    vec![(&merchant.id).into(), (&command.campaign_id).into()],
+                );
+            }
+            continue;
+        }
+        match action {
+            CampaignAction::AwardPoints { points, reason } => {
+                let points_account = member_account_id(member_id, "points");
+                let mut transaction = context.transaction("campaign.award", member_id);
+                transaction.idempotency_key = None;
+                transaction.reference = Some(command.campaign_id.clone());
+                transaction.reason = Some(reason.clone());
+                transaction.provenance = Some(
+                    serde_json::json!({
+                        "campaign_id": command.campaign_id,
+                        "cause": command.cause,
+                        "plugin": command.provenance,
+                    })
+                    .to_string(),
+                );
+                transaction.postings = vec![
+                    Posting::merchant("points_issued", POINTS, -points),
+                    Posting::member(points_account.clone(), POINTS, *points),
+                ];
+                let (transaction_id, balances) =
+                    record(connection, script, &merchant.id, context.now, transaction).await?;
+                let balance_after = balances.get(&points_account).copied().unwrap_or(0);
+                let expires_at = expiry_after(context.now, merchant.settings.points_expiry_days);
+                insert_lot(
+                    script,
+                    &merchant.id,
+                    member_id,
+                    &transaction_id,
+                    false,
+                    *points,
+                    lot_share_of_credit(*points, balance_after),
+                    context.now,
+                    expires_at,
+                    context.now,
+                );
+            }
+            CampaignAction::IssueCoupon { .. } => {
+                let (template_id, valid_days) = template.clone().expect("checked above");
+                crate::coupons::queue_issue(
+                    script,
+                    &merchant.id,
+                    &crate::coupons::Issue {
+                        template_id,
+                        valid_days,
+                        member_id: member_id.clone(),
+                        source: "campaign",
+                        campaign_id: Some(command.campaign_id.clone()),
+                        issue_key: Some(format!("{}:{effect}:{index}", command.cause)),
+                    },
+                    context.now,
+                );
+                coupons_issued += 1;
+            }
+            CampaignAction::TagMember { tag } => script.push(
+                "INSERT INTO member_tags (merchant_id, member_id, tag, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, member_id, tag) DO NOTHING",
+                vec![
+                    (&merchant.id).into(),
+                    member_id.into(),
+                    tag.into(),
+                    context.now.into(),
+                ],
+            ),
+            CampaignAction::SendMessage {
+                channel,
+                template,
+                variables,
+            } => {
+                let variables: serde_json::Map<String, serde_json::Value> = variables
+                    .iter()
+                    .map(|(name, value)| (name.clone(), serde_json::Value::from(value.clone())))
+                    .collect();
+                queue_event(
+                    script,
+                    &merchant.id,
+                    NewEvent::member(
+                        crate::events::MESSAGE_REQUESTED,
+                        member_id,
+                        serde_json::json!({
+                            "member_id": member_id,
+                            "campaign_id": command.campaign_id,
+                            "channel": channel,
+                            "template": template,
+                            "variables": variables,
+                        }),
+                    ),
+                    context.now,
+                );
+            }
+        }
+        applied += 1;
+    }
+    debug_assert!(
+        coupons_issued <= applied,
+        "every issued coupon is an applied action"
+    );
+    script.push(
+        "UPDATE campaigns SET actions_applied = actions_applied + $3, \
+         actions_dropped = actions_dropped + $4 WHERE merchant_id = $1 AND id = $2",
+        vec![
+            (&merchant.id).into(),
+            (&command.campaign_id).into(),
+            applied.into(),
+            i64::try_from(dropped.len()).expect("few actions").into(),
+        ],
+    );
+    let outcome = CampaignActionsOutcome {
+        first_time: true,
+        applied,
+        dropped,
+    };
+    Ok(Outcome {
+        status: 200,
+        body: serde_json::to_string(&outcome).expect("outcomes serialize"),
+    })
+}
+
+/// What a gift redemption answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GiftRedemptionReceipt {
+    pub id: String,
+    pub gift_id: String,
+    pub gift_name: String,
+    pub quantity: i64,
+    pub points: i64,
+    /// Units left after this redemption.
+    pub stock_left: i64,
+    pub transaction_id: String,
+    pub balances: Balances,
+}
+
+async fn redeem_gift(
+    connection: &mut AnyConnection,
+    script: &mut Script,
+    context: &Context<'_>,
+    member_id: &str,
+    gift_id: &str,
+    quantity: i64,
+    store_id: &str,
+) -> Result<Outcome, CoreError> {
+    let merchant_id = &context.merchant.id;
+    begin_member_write(connection, script, context, member_id).await?;
+    // The conditional decrement is the stock's guard: concurrent redemptions queue on the
+    // gift's row and none takes what is not there.
+    let rows = script
+        .fetch_after(
+            connection,
+            "UPDATE gifts SET stock = stock - $3 WHERE merchant_id = $1 AND id = $2 \
+             AND stock >= $3 RETURNING name, points_cost, stock",
+            vec![merchant_id.into(), gift_id.into(), quantity.into()],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        let stock: Option<i64> =
+            sqlx::query_scalar("SELECT stock FROM gifts WHERE merchant_id = $1 AND id = $2")
+                .bind(merchant_id)
+                .bind(gift_id)
+                .fetch_optional(&mut *connection)
+                .await?;
+        return Err(match stock {
+            None => CoreError::field("gift_id", "no such gift"),
+            Some(stock) => CoreError::Unprocessable(format!(
+                "only {stock} left in stock, {quantity} requested"
+            )),
+        });
+    };
+    let name: String = row.try_get("name")?;
+    let points_cost: i64 = row.try_get("points_cost")?;
+    let stock_left: i64 = row.try_get("stock")?;
+    debug_assert!(stock_left >= 0, "the guard keeps stock from going negative");
+    let points = points_cost * quantity;
+    let taken = take_from_active_lots(connection, merchant_id, member_id, points).await?;
+    if taken < points {
+        return Err(CoreError::Unprocessable(format!(
+            "the member has {taken} points available, the gift needs {points}"
+        )));
+    }
+    let redemption_id = new_id("gfr");
+    let mut transaction = context.transaction("gift.redemption", member_id);
+    transaction.reference = Some(redemption_id.clone());
+    transaction.reason = Some(format!("{quantity} × {name}"));
+    transaction.postings = vec![
+        Posting::member(member_account_id(member_id, "points"), POINTS, -points),
+        Posting::merchant("points_redeemed", POINTS, points),
+    ];
+    let (transaction_id, _, balance_rows) = record_and_read(
+        connection,
+        script,
+        merchant_id,
+        context.now,
+        transaction,
+        member_id,
+    )
+    .await?;
+    script.push(
+        "INSERT INTO gift_redemptions (merchant_id, id, gift_id, member_id, store_id, quantity, \
+         points, transaction_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            merchant_id.into(),
+            (&redemption_id).into(),
+            gift_id.into(),
+            member_id.into(),
+            store_id.into(),
+            quantity.into(),
+            points.into(),
+            (&transaction_id).into(),
+            context.now.into(),
+        ],
+    );
+    Ok(created(&GiftRedemptionReceipt {
+        id: redemption_id,
+        gift_id: gift_id.to_string(),
+        gift_name: name,
+        quantity,
+        points,
+        stock_left,
+        transaction_id,
         balances: context
             .balances_from(connection, balance_rows, member_id, &[])
             .await?,
@@ -2094,5 +2555,58 @@ pub async fn get_purchase(
             .collect(),
         refunds: refund_views,
         transaction_id: row.try_get("transaction_id")?,
+    })
+}
+
+/// A recorded purchase as plugins see it (campaign triggers are asked after the write).
+#[derive(Debug, Clone)]
+pub struct RecordedPurchase {
+    pub id: String,
+    pub store_id: String,
+    pub occurred_at: i64,
+    pub total: i64,
+    pub lines: Vec<PurchaseLine>,
+}
+
+pub async fn recorded_purchase(
+    pool: &sqlx::AnyPool,
+    merchant_id: &str,
+    purchase_id: &str,
+) -> Result<RecordedPurchase, CoreError> {
+    let (store_id, occurred_at, total): (String, i64, i64) = sqlx::query_as(
+        "SELECT store_id, occurred_at, total FROM purchases WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(merchant_id)
+    .bind(purchase_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CoreError::NotFound("purchase"))?;
+    let rows = sqlx::query(
+        "SELECT sku, name, category, quantity, unit_price, total FROM purchase_items \
+         WHERE merchant_id = $1 AND purchase_id = $2 ORDER BY line",
+    )
+    .bind(merchant_id)
+    .bind(purchase_id)
+    .fetch_all(pool)
+    .await?;
+    let lines = rows
+        .iter()
+        .map(|row| {
+            Ok(PurchaseLine {
+                sku: row.try_get("sku")?,
+                name: row.try_get("name")?,
+                category: row.try_get("category")?,
+                quantity: row.try_get("quantity")?,
+                unit_price: row.try_get("unit_price")?,
+                total: row.try_get("total")?,
+            })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    Ok(RecordedPurchase {
+        id: purchase_id.to_string(),
+        store_id,
+        occurred_at,
+        total,
+        lines,
     })
 }

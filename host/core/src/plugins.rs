@@ -409,6 +409,37 @@ pub fn world_by_name(name: &str) -> Result<&'static str, CoreError> {
         .ok_or(CoreError::NotFound("world"))
 }
 
+/// Checks a configuration for `plugin` (size, and the plugin's JSON Schema); problems go to
+/// `errors` under `field`. Fails only if the stored schema itself is broken.
+pub fn check_config(
+    plugin: &Plugin,
+    config: &Value,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<(), CoreError> {
+    if config.to_string().len() > PLUGIN_JSON_BYTES_MAX {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {PLUGIN_JSON_BYTES_MAX} bytes"),
+        ));
+        return Ok(());
+    }
+    let validator = jsonschema::validator_for(&plugin.config_schema).map_err(|error| {
+        CoreError::Internal(format!(
+            "stored schema of {} is invalid: {error}",
+            plugin.id
+        ))
+    })?;
+    for error in validator.iter_errors(config) {
+        let path = error.instance_path().to_string();
+        errors.push(FieldError::new(
+            format!("{field}{}", path.replace('/', ".")).trim_end_matches('.'),
+            error.to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces the plugin versions `store_id` runs for `world`. Versions stay pinned: a newer
 /// upload of a plugin changes nothing until a store is switched to it. Clears every circuit.
 pub async fn set_store_plugins(
@@ -456,26 +487,12 @@ pub async fn set_store_plugins(
             ));
             continue;
         }
-        if entry.config.to_string().len() > PLUGIN_JSON_BYTES_MAX {
-            errors.push(FieldError::new(
-                format!("{field}.config"),
-                format!("must be at most {PLUGIN_JSON_BYTES_MAX} bytes"),
-            ));
-            continue;
-        }
-        let validator = jsonschema::validator_for(&plugin.config_schema).map_err(|error| {
-            CoreError::Internal(format!(
-                "stored schema of {} is invalid: {error}",
-                plugin.id
-            ))
-        })?;
-        for error in validator.iter_errors(&entry.config) {
-            let path = error.instance_path().to_string();
-            errors.push(FieldError::new(
-                format!("{field}.config{}", path.replace('/', ".")).trim_end_matches('.'),
-                error.to_string(),
-            ));
-        }
+        check_config(
+            &plugin,
+            &entry.config,
+            &format!("{field}.config"),
+            &mut errors,
+        )?;
     }
     if !errors.is_empty() {
         return Err(CoreError::Validation(errors));

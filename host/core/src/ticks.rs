@@ -226,3 +226,20 @@ pub async fn merchants_and_zones(pool: &AnyPool) -> Result<Vec<(String, String)>
             .await?,
     )
 }
+
+/// A page of a merchant's member ids after `cursor` (the daily tick's campaign round).
+pub async fn member_ids(
+    pool: &AnyPool,
+    merchant_id: &str,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<String>, CoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM members WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(merchant_id)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

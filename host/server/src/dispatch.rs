@@ -13,6 +13,7 @@ use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use loyalty_core::events::{self, Event, DISPATCH_BATCH_MAX};
 use loyalty_core::items;
+use loyalty_core::merchants::{get_merchant, Merchant};
 use loyalty_core::webhooks::{self, Attempt, DueDelivery, Webhook};
 use loyalty_core::CoreError;
 use sha2::Sha256;
@@ -102,6 +103,57 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
         }
     }
     let now = state.clock.now();
+    // Campaign triggers first, outside the batch's transaction (they write through the
+    // writer); each (campaign, event, member) applies once, so a batch retried after a
+    // failure below does nothing twice.
+    let mut campaigns: HashMap<String, (Merchant, crate::campaigns::Running)> = HashMap::new();
+    for event in &batch {
+        let Some(member_id) = &event.member_id else {
+            continue;
+        };
+        if !campaigns.contains_key(&event.merchant_id) {
+            let merchant = get_merchant(&database.pool, &event.merchant_id).await?;
+            let running =
+                crate::campaigns::running_campaigns(state, &event.merchant_id, now).await?;
+            campaigns.insert(event.merchant_id.clone(), (merchant, running));
+        }
+        let (merchant, running) = &campaigns[&event.merchant_id];
+        let reached: crate::campaigns::Running = running
+            .iter()
+            .filter(|(campaign, _)| {
+                campaign.starts_at <= event.created_at && event.created_at < campaign.ends_at
+            })
+            .cloned()
+            .collect();
+        if reached.is_empty() {
+            continue;
+        }
+        let triggered = async {
+            let Some(trigger) = crate::campaigns::trigger_event(state, event).await? else {
+                return Ok(());
+            };
+            crate::campaigns::run(
+                state,
+                merchant,
+                &reached,
+                member_id,
+                event.store_id.as_deref(),
+                &trigger,
+                &event.id,
+                now,
+            )
+            .await
+            .map(|_| ())
+        };
+        match triggered.await {
+            Ok(()) => {}
+            // The database is away: the batch is tried again on the next pass.
+            Err(error @ (CoreError::Unavailable(_) | CoreError::Database(_))) => return Err(error),
+            Err(error) => {
+                tracing::error!(%error, event = %event.id, "campaign triggers failed for an event")
+            }
+        }
+    }
     let mut transaction = database.pool.begin_with(database.begin_statement()).await?;
     let mut done: HashMap<&str, Vec<String>> = HashMap::new();
     for event in &batch {

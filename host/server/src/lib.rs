@@ -1,6 +1,7 @@
 //! loyalty-host: the HTTP API, the CLI and the background jobs of the loyalty host.
 
 pub mod api;
+pub mod campaigns;
 pub mod clock;
 pub mod dispatch;
 pub mod error;
@@ -142,6 +143,22 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(webhooks::list_events))
         .route("/events/{id}", get(webhooks::get_event))
         .route("/ticks", get(ticks::list))
+        .route(
+            "/coupon-templates",
+            post(offers::create_template).get(offers::list_templates),
+        )
+        .route("/coupon-templates/{id}", get(offers::get_template))
+        .route(
+            "/members/{id}/coupons",
+            post(offers::issue).get(offers::member_coupons),
+        )
+        .route("/gifts", post(offers::create_gift).get(offers::list_gifts))
+        .route("/gifts/{id}", get(offers::get_gift))
+        .route("/members/{id}/gift-redemptions", post(offers::redeem_gift))
+        .route("/campaigns", post(campaigns::create).get(campaigns::list))
+        .route("/campaigns/{id}", get(campaigns::get))
+        .route("/campaigns/{id}/stats", get(campaigns::stats))
+        .route("/members/{id}/tags", get(campaigns::tags))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/v1", v1)

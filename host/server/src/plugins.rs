@@ -555,6 +555,60 @@ impl PluginHost {
     }
 }
 
+/// A campaign trigger's answer, with the digest of the input that produced it.
+#[derive(Debug, Clone)]
+pub struct TriggerAnswer {
+    pub actions: Vec<runtime::Action>,
+    pub input_sha256: String,
+}
+
+impl PluginHost {
+    /// Asks a campaign's trigger plugin about `event` for the member. `Ok(Err(kind))`: the
+    /// plugin failed (logged and counted in its health); the campaign does nothing for it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn on_event(
+        &self,
+        database: &Database,
+        merchant: &Merchant,
+        enabled: &EnabledPlugin,
+        store_id: Option<&str>,
+        member_id: &str,
+        event: &runtime::Event,
+        now: i64,
+    ) -> Result<Result<TriggerAnswer, &'static str>, CoreError> {
+        let member = member_input(snapshot(&database.pool, &merchant.id, member_id, now).await?);
+        let context = context_at(merchant, store_id, enabled, now);
+        let input_sha256 = hex::encode(Sha256::digest(
+            serde_json::to_vec(&(&context, &member, event)).expect("plugin input serializes"),
+        ));
+        let plugin = match self.plugin(database, &merchant.id, enabled).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(%error, plugin = %enabled.plugin_id, "campaign trigger could not be loaded");
+                return Ok(Err("load"));
+            }
+        };
+        let limits = self.limits(&enabled.limits);
+        let event = event.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            plugin.on_event(&limits, &context, &member, &event)
+        })
+        .await
+        .map_err(|error| CoreError::Internal(format!("the plugin thread failed: {error}")))?;
+        self.record_health(&enabled.plugin_id, &report);
+        match report.result {
+            Ok(actions) => Ok(Ok(TriggerAnswer {
+                actions,
+                input_sha256,
+            })),
+            Err(failure) => {
+                tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "campaign trigger failed");
+                Ok(Err(failure.kind()))
+            }
+        }
+    }
+}
+
 /// A recommender's ranking, validated against the candidates it was given.
 #[derive(Debug, Clone)]
 pub struct Ranking {
@@ -673,9 +727,18 @@ fn context_input(
     enabled: &EnabledPlugin,
     now: i64,
 ) -> runtime::Context {
+    context_at(merchant, Some(store_id), enabled, now)
+}
+
+fn context_at(
+    merchant: &Merchant,
+    store_id: Option<&str>,
+    enabled: &EnabledPlugin,
+    now: i64,
+) -> runtime::Context {
     runtime::Context {
         merchant_id: merchant.id.clone(),
-        store_id: Some(store_id.to_string()),
+        store_id: store_id.map(str::to_string),
         now,
         timezone: merchant.timezone.clone(),
         utc_offset_seconds: utc_offset_seconds(&merchant.timezone, now),

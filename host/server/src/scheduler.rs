@@ -1,6 +1,7 @@
 //! The daily tick: once per merchant and local date, in the merchant's time zone. It settles
 //! due point lots (activation, expiry), emits `points.expiring` for points that expire
-//! `points_expiry_notice_days` ahead, and asks tier policies about every member who bought.
+//! `points_expiry_notice_days` ahead, asks tier policies about every member who bought, and
+//! sends `daily tick` to running campaigns for every member.
 //! Each (merchant, date) is claimed in the database, so a restart or a second host never runs
 //! a day twice; every step is idempotent, so a day a dead host left half done is finished by
 //! the next claim after the lease.
@@ -16,7 +17,7 @@ use loyalty_core::CoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{tiers, AppState};
+use crate::{campaigns, tiers, AppState};
 
 /// Members settled per round of a tick; rounds repeat until none is due.
 pub const SETTLE_MEMBERS_PER_ROUND_MAX: i64 = 10_000;
@@ -37,6 +38,10 @@ pub struct TickSummary {
     pub expiry_notices: i64,
     pub tiers_evaluated: i64,
     pub tiers_changed: i64,
+    /// Campaign trigger calls with `daily tick`, and what their actions came to.
+    pub campaign_calls: i64,
+    pub campaign_actions_applied: i64,
+    pub campaign_actions_dropped: i64,
 }
 
 /// The answer of [`run_day`].
@@ -123,6 +128,7 @@ pub async fn run_day(
     settle(state, &merchant, now, &mut summary).await?;
     notify_expiring(state, &merchant, date, now, &mut summary).await?;
     evaluate_tiers(state, &merchant, now, &mut summary).await?;
+    tick_campaigns(state, &merchant, date, now, &mut summary).await?;
     ticks::finish_day(
         &state.database.pool,
         &merchant.id,
@@ -284,6 +290,60 @@ async fn evaluate_tiers(
             }
         }
     }
+    Ok(())
+}
+
+/// Sends `daily tick` for every member to every running campaign (birthday, member day,
+/// win-back); each (campaign, day, member) applies once.
+async fn tick_campaigns(
+    state: &AppState,
+    merchant: &Merchant,
+    date: jiff::civil::Date,
+    now: i64,
+    summary: &mut TickSummary,
+) -> Result<(), CoreError> {
+    let running = campaigns::running_campaigns(state, &merchant.id, now).await?;
+    if running.is_empty() {
+        return Ok(());
+    }
+    let cause = format!("tick:{date}");
+    let mut reach = campaigns::Reach::default();
+    let mut cursor = String::new();
+    for _ in 0..PAGES_MAX {
+        let page = ticks::member_ids(
+            &state.database.pool,
+            &merchant.id,
+            &cursor,
+            MEMBERS_PER_PAGE,
+        )
+        .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        cursor = last.clone();
+        for member_id in &page {
+            match campaigns::run(
+                state,
+                merchant,
+                &running,
+                member_id,
+                None,
+                &loyalty_runtime::Event::DailyTick,
+                &cause,
+                now,
+            )
+            .await
+            {
+                Ok(member_reach) => reach.add(member_reach),
+                Err(error) => {
+                    tracing::error!(%error, member = %member_id, "campaigns failed in the daily tick")
+                }
+            }
+        }
+    }
+    summary.campaign_calls += reach.calls;
+    summary.campaign_actions_applied += reach.applied;
+    summary.campaign_actions_dropped += reach.dropped;
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The HTTP API under `/v1`, one file per resource.
 
 pub mod api_keys;
+pub mod campaigns;
 pub mod count_cards;
 pub mod members;
 pub mod merchants;
+pub mod offers;
 pub mod operator;
 pub mod plugins;
 pub mod points;
