@@ -568,3 +568,179 @@ backend_tests!(
     campaigns_keep_to_budget_and_caps,
     gifts_never_oversell,
 );
+
+async fn transactions_explain_and_replay(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let merchant = server.merchant("Bakery", "CNY").await;
+    let key = &merchant.key;
+    let store = server.store(key).await;
+    let plain = server.store_coded(key, "PLAIN").await;
+    enable(
+        &server,
+        key,
+        &store,
+        "earn_category_multiplier",
+        "earn-rule",
+        json!({"category_percent": {"bread": 300}}),
+    )
+    .await;
+    let member = server
+        .post("/v1/members", key, &json!({"phone": "13700000000"}))
+        .await
+        .id();
+    let buy = |store: String| {
+        let body = json!({"member_id": member, "store_id": store,
+            "items": [{"sku": "baguette", "category": "bread", "quantity": 2, "unit_price": "12.50"},
+                      {"sku": "milk", "category": "dairy", "quantity": 1, "unit_price": "8.00"}],
+            "payments": [{"method": "cash", "amount": "33.00"}]});
+        let server = &server;
+        async move {
+            server
+                .post_idem("/v1/purchases", key, &idem(), &body)
+                .await
+                .ok(201)
+                .clone()
+        }
+    };
+    let receipt = buy(store.clone()).await;
+    let transaction = receipt["transaction_id"].as_str().expect("id").to_string();
+    let explained = server
+        .get(&format!("/v1/transactions/{transaction}/explain"), key)
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(explained["policy"], "plugins");
+    assert_eq!(explained["kind"], "purchase");
+    let decision = &explained["decisions"][0];
+    assert_eq!(decision["name"], "earn-category-multiplier");
+    assert_eq!(decision["world"], "earn-rule");
+    assert_eq!(decision["input_verified"], true);
+    assert_eq!(decision["input"]["purchase"]["total"], 3300);
+    assert_eq!(decision["input"]["member"]["id"], member.as_str());
+    assert_eq!(
+        decision["output"][0]["points"],
+        receipt["awards"][0]["points"]
+    );
+    let replayed = server
+        .post(
+            &format!("/v1/transactions/{transaction}/replay"),
+            key,
+            &json!({}),
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(replayed["identical"], true, "{replayed}");
+    assert_eq!(replayed["decisions"][0]["component_verified"], true);
+    assert_eq!(replayed["decisions"][0]["replayed"], decision["output"]);
+
+    // The built-in rate: nothing to replay.
+    let built_in = buy(plain).await;
+    let plain_transaction = built_in["transaction_id"].as_str().expect("id");
+    let explained = server
+        .get(
+            &format!("/v1/transactions/{plain_transaction}/explain"),
+            key,
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(explained["policy"], "base_rate");
+    assert_eq!(explained["decisions"].as_array().map(Vec::len), Some(0));
+
+    // A tampered record is caught: the input no longer hashes to its digest.
+    sqlx::query("UPDATE transactions SET provenance = REPLACE(provenance, '\"input_sha256\":\"', '\"input_sha256\":\"00') WHERE id = $1")
+        .bind(&transaction)
+        .execute(&server.state.database.pool)
+        .await
+        .expect("tamper");
+    let tampered = server
+        .post(
+            &format!("/v1/transactions/{transaction}/replay"),
+            key,
+            &json!({}),
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(tampered["identical"], false);
+    assert_eq!(tampered["decisions"][0]["input_verified"], false);
+
+    // Other merchants and read keys.
+    let other = server.merchant("Other", "CNY").await;
+    server
+        .get(
+            &format!("/v1/transactions/{transaction}/explain"),
+            &other.key,
+        )
+        .await
+        .problem(404);
+    server
+        .post(
+            &format!("/v1/transactions/{transaction}/replay"),
+            &other.key,
+            &json!({}),
+        )
+        .await
+        .problem(404);
+    server
+        .get("/v1/transactions/txn_missing/explain", key)
+        .await
+        .problem(404);
+}
+
+async fn campaign_awards_replay(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let merchant = server.merchant("Salon", "CNY").await;
+    let key = &merchant.key;
+    let store = server.store(key).await;
+    let birthday = enable(
+        &server,
+        key,
+        &store,
+        "campaign_birthday",
+        "campaign-trigger",
+        json!({}),
+    )
+    .await;
+    campaign(
+        &server,
+        key,
+        &birthday,
+        json!({"points": 88}),
+        json!({}),
+        None,
+    )
+    .await;
+    let member = member_with_birthday(&server, key, "13600000000", 0).await;
+    run_today(&server, &merchant).await;
+    let ledger = server
+        .get(&format!("/v1/members/{member}/ledger"), key)
+        .await
+        .ok(200)["items"]
+        .clone();
+    assert_eq!(ledger[0]["kind"], "campaign.award");
+    let transaction = ledger[0]["id"].as_str().expect("id");
+    let explained = server
+        .get(&format!("/v1/transactions/{transaction}/explain"), key)
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(explained["policy"], "campaign");
+    assert_eq!(explained["decisions"][0]["input"]["event"], "daily_tick");
+    let replayed = server
+        .post(
+            &format!("/v1/transactions/{transaction}/replay"),
+            key,
+            &json!({}),
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(replayed["identical"], true, "{replayed}");
+}
+
+mod replays {
+    use super::*;
+    backend_tests!(transactions_explain_and_replay, campaign_awards_replay);
+}

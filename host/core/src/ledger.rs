@@ -641,39 +641,12 @@ pub async fn member_ledger(
     .bind(limit)
     .fetch_all(&mut *connection)
     .await?;
-    // All postings of the page in one query, grouped by transaction.
-    let mut postings_by_transaction: BTreeMap<String, Vec<PostingView>> = BTreeMap::new();
-    if !rows.is_empty() {
-        let placeholders: Vec<String> = (0..rows.len())
-            .map(|index| format!("${}", index + 2))
-            .collect();
-        let sql = format!(
-            "SELECT transaction_id, account_id, asset, amount FROM postings \
-             WHERE merchant_id = $1 AND transaction_id IN ({}) ORDER BY transaction_id, seq",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(merchant_id);
-        for row in &rows {
-            query = query.bind(row.try_get::<String, _>("id")?);
-        }
-        for posting in query.fetch_all(&mut *connection).await? {
-            let asset: String = posting.try_get("asset")?;
-            let amount: i64 = posting.try_get("amount")?;
-            let amount = if asset == currency {
-                serde_json::Value::String(format_money(amount, exponent))
-            } else {
-                serde_json::Value::from(amount)
-            };
-            postings_by_transaction
-                .entry(posting.try_get("transaction_id")?)
-                .or_default()
-                .push(PostingView {
-                    account: posting.try_get("account_id")?,
-                    asset,
-                    amount,
-                });
-        }
-    }
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut postings_by_transaction =
+        postings_of(connection, merchant_id, &ids, currency, exponent).await?;
     let mut entries = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
@@ -689,6 +662,100 @@ pub async fn member_ledger(
         });
     }
     Ok(entries)
+}
+
+/// The postings of transactions `ids`, in one query, grouped by transaction.
+async fn postings_of(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    ids: &[String],
+    currency: &str,
+    exponent: u32,
+) -> Result<BTreeMap<String, Vec<PostingView>>, CoreError> {
+    let mut postings_by_transaction: BTreeMap<String, Vec<PostingView>> = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(postings_by_transaction);
+    }
+    let placeholders: Vec<String> = (0..ids.len())
+        .map(|index| format!("${}", index + 2))
+        .collect();
+    let sql = format!(
+        "SELECT transaction_id, account_id, asset, amount FROM postings \
+         WHERE merchant_id = $1 AND transaction_id IN ({}) ORDER BY transaction_id, seq",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(merchant_id);
+    for id in ids {
+        query = query.bind(id);
+    }
+    for posting in query.fetch_all(&mut *connection).await? {
+        let asset: String = posting.try_get("asset")?;
+        let amount: i64 = posting.try_get("amount")?;
+        let amount = if asset == currency {
+            serde_json::Value::String(format_money(amount, exponent))
+        } else {
+            serde_json::Value::from(amount)
+        };
+        postings_by_transaction
+            .entry(posting.try_get("transaction_id")?)
+            .or_default()
+            .push(PostingView {
+                account: posting.try_get("account_id")?,
+                asset,
+                amount,
+            });
+    }
+    Ok(postings_by_transaction)
+}
+
+/// One of the merchant's transactions with its postings, and the member it concerns.
+pub async fn get_transaction(
+    connection: &mut AnyConnection,
+    merchant_id: &str,
+    id: &str,
+    currency: &str,
+    exponent: u32,
+) -> Result<(LedgerEntry, Option<String>), CoreError> {
+    let row = sqlx::query(
+        "SELECT id, kind, member_id, reference, reason, provenance, created_at FROM transactions \
+         WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(merchant_id)
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or(CoreError::NotFound("transaction"))?;
+    let mut postings = postings_of(
+        connection,
+        merchant_id,
+        &[id.to_string()],
+        currency,
+        exponent,
+    )
+    .await?;
+    let provenance: Option<String> = row.try_get("provenance")?;
+    Ok((
+        LedgerEntry {
+            postings: postings.remove(id).unwrap_or_default(),
+            id: id.to_string(),
+            kind: row.try_get("kind")?,
+            reference: row.try_get("reference")?,
+            reason: row.try_get("reason")?,
+            provenance: provenance.and_then(|text| serde_json::from_str(&text).ok()),
+            created_at: from_unix_micros(row.try_get("created_at")?),
+        },
+        row.try_get("member_id")?,
+    ))
+}
+
+/// The merchant of transaction `id`, looked up without knowing it (an operator's tool: this
+/// reads the whole table, as the key starts with the merchant).
+pub async fn transaction_merchant(pool: &sqlx::AnyPool, id: &str) -> Result<String, CoreError> {
+    sqlx::query_scalar("SELECT merchant_id FROM transactions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(CoreError::NotFound("transaction"))
 }
 
 /// The merchant's ledger transactions whose Idempotency-Key starts with `prefix`, as

@@ -146,6 +146,7 @@ pub async fn run(
         if answer.actions.is_empty() {
             continue;
         }
+        let output = serde_json::to_value(&answer.actions).expect("actions serialize");
         let (actions, refused) = checked(answer.actions);
         let command = Command::CampaignActions(CampaignActionsCommand {
             campaign_id: campaign.id.clone(),
@@ -158,7 +159,9 @@ pub async fn run(
                 "name": plugin.name,
                 "version": plugin.version,
                 "sha256": plugin.sha256,
-                "input_sha256": answer.input_sha256,
+                                "input_sha256": answer.input.sha256,
+                "input": answer.input.packed,
+                "output": output,
             }),
         });
         let outcome = state

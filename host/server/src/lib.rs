@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod plugins;
 pub mod principals;
+pub mod replay;
 pub mod scheduler;
 pub mod tiers;
 
@@ -159,6 +160,8 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}", get(campaigns::get))
         .route("/campaigns/{id}/stats", get(campaigns::stats))
         .route("/members/{id}/tags", get(campaigns::tags))
+        .route("/transactions/{id}/explain", get(transactions::explain))
+        .route("/transactions/{id}/replay", post(transactions::replay))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/v1", v1)

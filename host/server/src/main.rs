@@ -67,6 +67,20 @@ enum Command {
         #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
         plugin_cache_dir: Option<std::path::PathBuf>,
     },
+    /// Run a ledger transaction's recorded plugin calls again on the recorded plugin
+    /// versions and report whether the answers are identical (exits 1 if not).
+    Replay {
+        #[arg(long)]
+        transaction: String,
+        /// The transaction's merchant (found by a scan of the ledger when not given).
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
+        database: String,
+        /// Where compiled plugins are kept between runs.
+        #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
+        plugin_cache_dir: Option<std::path::PathBuf>,
+    },
     /// Import real data into a merchant through the API's own pipeline (idempotent).
     Import {
         #[command(subcommand)]
@@ -155,6 +169,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { database } => verify(&database).await,
+        Command::Replay {
+            transaction,
+            merchant,
+            database,
+            plugin_cache_dir,
+        } => replay(&database, &transaction, merchant, plugin_cache_dir).await,
         Command::Tick {
             merchant,
             date,
@@ -212,12 +232,11 @@ async fn import_online_retail(args: OnlineRetailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn tick(
+/// A state for one-off commands (no API is served: the operator key is never asked for).
+async fn offline_state(
     url: &str,
-    merchant_id: &str,
-    date: Option<&str>,
     plugin_cache_dir: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<AppState> {
     let database = Database::connect(url)
         .await
         .context("connecting to the database")?;
@@ -230,9 +249,57 @@ async fn tick(
         ..Default::default()
     })
     .context("starting the plugin runtime")?;
-    // no API is served: the operator key is never asked for
     let operator_key = loyalty_core::merchants::generate_key();
-    let state = AppState::new(database, &operator_key, Clock::default(), 0, plugins);
+    Ok(AppState::new(
+        database,
+        &operator_key,
+        Clock::default(),
+        0,
+        plugins,
+    ))
+}
+
+async fn replay(
+    url: &str,
+    transaction: &str,
+    merchant: Option<String>,
+    plugin_cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let state = offline_state(url, plugin_cache_dir).await?;
+    let merchant_id = match merchant {
+        Some(id) => id,
+        None => loyalty_core::ledger::transaction_merchant(&state.database.pool, transaction)
+            .await
+            .with_context(|| format!("transaction {transaction}"))?,
+    };
+    let merchant = loyalty_core::merchants::get_merchant(&state.database.pool, &merchant_id)
+        .await
+        .with_context(|| format!("merchant {merchant_id}"))?;
+    let report = loyalty_host::replay::replay(&state, &merchant, transaction).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("reports serialize")
+    );
+    if report.decisions.is_empty() {
+        anyhow::bail!("replay: no plugin decided transaction {transaction}");
+    }
+    if !report.identical {
+        anyhow::bail!("replay: the answers differ");
+    }
+    println!(
+        "replay: {} plugin call(s) identical",
+        report.decisions.len()
+    );
+    Ok(())
+}
+
+async fn tick(
+    url: &str,
+    merchant_id: &str,
+    date: Option<&str>,
+    plugin_cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let state = offline_state(url, plugin_cache_dir).await?;
     let merchant = loyalty_core::merchants::get_merchant(&state.database.pool, merchant_id)
         .await
         .with_context(|| format!("merchant {merchant_id}"))?;

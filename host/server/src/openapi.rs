@@ -29,7 +29,7 @@ use crate::api;
         api::offers::create_gift, api::offers::list_gifts, api::offers::get_gift,
         api::offers::redeem_gift,
         api::campaigns::create, api::campaigns::list, api::campaigns::get, api::campaigns::stats,
-        api::campaigns::tags,
+        api::campaigns::tags, api::transactions::explain, api::transactions::replay,
         api::plugins::upload, api::plugins::list, api::plugins::get, api::plugins::health,
         api::plugins::get_store_set, api::plugins::put_store_set,
     ),

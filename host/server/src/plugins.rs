@@ -115,10 +115,58 @@ struct CallRecord {
     sha256: String,
     /// SHA-256 of the call's input (context, member, purchase as JSON), for replays.
     input_sha256: String,
+    /// The input itself, compressed ([`pack`]): a replay runs it again.
+    input: String,
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
     points: i64,
+    /// The plugin's answer as it gave it (before the host's caps), when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Vec<runtime::Award>>,
+}
+
+/// A plugin call's input as kept for explanations and replays: the SHA-256 of its JSON and
+/// the JSON itself, deflated and in base64.
+#[derive(Debug, Clone)]
+pub struct PackedInput {
+    pub sha256: String,
+    pub packed: String,
+}
+
+/// The largest input a replay inflates (the runtime's input cap is far below).
+pub const PACKED_INPUT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Packs a plugin input (a tuple of the call's arguments) for the record.
+pub fn pack<T: Serialize>(input: &T) -> PackedInput {
+    use std::io::Write;
+    let json = serde_json::to_vec(input).expect("plugin input serializes");
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(json.len() / 3),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(&json).expect("writing to memory");
+    let deflated = encoder.finish().expect("writing to memory");
+    PackedInput {
+        sha256: hex::encode(Sha256::digest(&json)),
+        packed: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, deflated),
+    }
+}
+
+/// The JSON of a packed input, and whether it still matches `sha256`.
+pub fn unpack(packed: &str, sha256: &str) -> Result<(Vec<u8>, bool), CoreError> {
+    use std::io::Read;
+    let deflated = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed)
+        .map_err(|error| CoreError::Internal(format!("a recorded input is not base64: {error}")))?;
+    let mut json = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated.as_slice())
+        .take(u64::try_from(PACKED_INPUT_BYTES_MAX).expect("small"))
+        .read_to_end(&mut json)
+        .map_err(|error| {
+            CoreError::Internal(format!("a recorded input does not inflate: {error}"))
+        })?;
+    let verified = hex::encode(Sha256::digest(&json)) == sha256;
+    Ok((json, verified))
 }
 
 impl PluginHost {
@@ -225,6 +273,29 @@ impl PluginHost {
             .any(|plugin| !plugin.circuit_open))
     }
 
+    /// Loads plugin `plugin_id` of the merchant (its pinned version, by id) for a replay.
+    pub async fn load_by_id(
+        &self,
+        database: &Database,
+        merchant_id: &str,
+        plugin_id: &str,
+    ) -> Result<(runtime::Plugin, registry::Plugin), CoreError> {
+        let record = registry::get_plugin(&database.pool, merchant_id, plugin_id).await?;
+        let enabled = EnabledPlugin {
+            plugin_id: record.id.clone(),
+            name: record.name.clone(),
+            version: record.version.clone(),
+            sha256: record.sha256.clone(),
+            config: serde_json::json!({}),
+            priority: 0,
+            limits: record.limits.clone(),
+            consecutive_failures: 0,
+            circuit_open: false,
+            circuit_opened_at: None,
+        };
+        Ok((self.plugin(database, merchant_id, &enabled).await?, record))
+    }
+
     /// Forgets a store's remembered set (after it changed).
     pub fn forget_set(&self, merchant_id: &str, store_id: &str, world: &'static str) {
         self.enabled
@@ -233,7 +304,9 @@ impl PluginHost {
             .remove(&(merchant_id.to_string(), store_id.to_string(), world));
     }
 
-    fn limits(&self, asked: &PluginLimits) -> runtime::Limits {
+    /// The limits a plugin runs with: the runtime's defaults, what its manifest asked for,
+    /// within the operator's ceiling.
+    pub fn limits(&self, asked: &PluginLimits) -> runtime::Limits {
         let mut limits = self.runtime.config().limits_default;
         if let Some(fuel) = asked.fuel_per_call_max {
             limits.fuel_per_call_max = fuel;
@@ -375,10 +448,7 @@ impl PluginHost {
         let mut failed = false;
         for enabled in active {
             let context = context_input(merchant, &command.store_id, enabled, now);
-            let input_sha256 = hex::encode(Sha256::digest(
-                serde_json::to_vec(&(&context, &member, &purchase))
-                    .expect("plugin input serializes"),
-            ));
+            let input = pack(&(&context, &member, &purchase));
             let plugin = match self.plugin(database, &merchant.id, enabled).await {
                 Ok(plugin) => plugin,
                 Err(error) => {
@@ -386,10 +456,11 @@ impl PluginHost {
                     failed = true;
                     records.push(record(
                         enabled,
-                        input_sha256,
+                        input,
                         "failed",
                         Some("load".into()),
                         0,
+                        None,
                     ));
                     continue;
                 }
@@ -408,13 +479,20 @@ impl PluginHost {
             match report.result {
                 Ok(plugin_awards) => {
                     let points = plugin_awards.iter().map(|award| award.points.max(0)).sum();
-                    awards.extend(plugin_awards.into_iter().map(|award| Award {
+                    awards.extend(plugin_awards.iter().map(|award| Award {
                         points: award.points,
-                        reason: award.reason,
+                        reason: award.reason.clone(),
                         source: format!("plugin:{}@{}", enabled.name, enabled.version),
                         expires_at: award.expires_at,
                     }));
-                    records.push(record(enabled, input_sha256, "ok", None, points));
+                    records.push(record(
+                        enabled,
+                        input,
+                        "ok",
+                        None,
+                        points,
+                        Some(plugin_awards),
+                    ));
                     self.count_outcome(database, site, enabled, false, now)
                         .await;
                 }
@@ -422,10 +500,11 @@ impl PluginHost {
                     failed = true;
                     records.push(record(
                         enabled,
-                        input_sha256,
+                        input,
                         "failed",
                         Some(failure.kind().into()),
                         0,
+                        None,
                     ));
                     tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "earn rule failed; the base rate applies");
                     self.count_outcome(database, site, enabled, true, now).await;
@@ -493,10 +572,7 @@ impl PluginHost {
             })
             .collect();
         let context = context_input(merchant, store_id, enabled, now);
-        let input_sha256 = hex::encode(Sha256::digest(
-            serde_json::to_vec(&(&context, &member, &definitions))
-                .expect("plugin input serializes"),
-        ));
+        let input = pack(&(&context, &member, &definitions));
         let site: CallSite<'_> = (&merchant.id, store_id, WORLD);
         let plugin = match self.plugin(database, &merchant.id, enabled).await {
             Ok(plugin) => plugin,
@@ -549,17 +625,18 @@ impl PluginHost {
                 "name": enabled.name,
                 "version": enabled.version,
                 "sha256": enabled.sha256,
-                "input_sha256": input_sha256,
+                                "input_sha256": input.sha256,
+                "input": input.packed,
             }),
         }))
     }
 }
 
-/// A campaign trigger's answer, with the digest of the input that produced it.
+/// A campaign trigger's answer, with the input that produced it.
 #[derive(Debug, Clone)]
 pub struct TriggerAnswer {
     pub actions: Vec<runtime::Action>,
-    pub input_sha256: String,
+    pub input: PackedInput,
 }
 
 impl PluginHost {
@@ -578,9 +655,7 @@ impl PluginHost {
     ) -> Result<Result<TriggerAnswer, &'static str>, CoreError> {
         let member = member_input(snapshot(&database.pool, &merchant.id, member_id, now).await?);
         let context = context_at(merchant, store_id, enabled, now);
-        let input_sha256 = hex::encode(Sha256::digest(
-            serde_json::to_vec(&(&context, &member, event)).expect("plugin input serializes"),
-        ));
+        let input = pack(&(&context, &member, event));
         let plugin = match self.plugin(database, &merchant.id, enabled).await {
             Ok(plugin) => plugin,
             Err(error) => {
@@ -597,10 +672,7 @@ impl PluginHost {
         .map_err(|error| CoreError::Internal(format!("the plugin thread failed: {error}")))?;
         self.record_health(&enabled.plugin_id, &report);
         match report.result {
-            Ok(actions) => Ok(Ok(TriggerAnswer {
-                actions,
-                input_sha256,
-            })),
+            Ok(actions) => Ok(Ok(TriggerAnswer { actions, input })),
             Err(failure) => {
                 tracing::warn!(plugin = %enabled.plugin_id, failure = %failure, "campaign trigger failed");
                 Ok(Err(failure.kind()))
@@ -688,20 +760,23 @@ impl PluginHost {
 
 fn record(
     enabled: &EnabledPlugin,
-    input_sha256: String,
+    input: PackedInput,
     outcome: &'static str,
     failure: Option<String>,
     points: i64,
+    output: Option<Vec<runtime::Award>>,
 ) -> CallRecord {
     CallRecord {
         plugin_id: enabled.plugin_id.clone(),
         name: enabled.name.clone(),
         version: enabled.version.clone(),
         sha256: enabled.sha256.clone(),
-        input_sha256,
+        input_sha256: input.sha256,
+        input: input.packed,
         outcome,
         failure,
         points,
+        output,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod stored_value;
 pub mod stores;
 pub mod ticks;
 pub mod tiers;
+pub mod transactions;
 pub mod webhooks;
 
 use axum::http::{header, HeaderValue, StatusCode};
