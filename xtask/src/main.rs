@@ -322,8 +322,22 @@ fn build_loyalty_debug() -> Result<PathBuf> {
 
 fn run(extra: &[OsString]) -> Result<()> {
     let root = workspace_root();
+    ensure_toolchain()?;
+    build_components("plugins/Cargo.toml")?;
     let bin = build_loyalty_debug()?;
     fs::create_dir_all(root.join("data")).context("creating ./data/")?;
+    // The demo merchant (seeded once; a fresh admin key every run).
+    let mut demo = Command::new(&bin);
+    demo.current_dir(&root)
+        .args(["demo", "--database", "sqlite://data/loyalty.db", "--slice"])
+        .arg(
+            root.join("tests")
+                .join("fixtures")
+                .join("online_retail_slice.csv"),
+        )
+        .arg("--components")
+        .arg(plugins_target_dir().join(PLUGIN_TARGET).join("release"));
+    run_checked(&mut demo)?;
 
     let mut cmd = Command::new(&bin);
     cmd.current_dir(&root)

@@ -657,11 +657,44 @@ pub async fn member_ledger(
             kind: row.try_get("kind")?,
             reference: row.try_get("reference")?,
             reason: row.try_get("reason")?,
-            provenance: provenance.and_then(|text| serde_json::from_str(&text).ok()),
+            provenance: provenance
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .map(without_inputs),
             created_at: from_unix_micros(row.try_get("created_at")?),
         });
     }
     Ok(entries)
+}
+
+/// A provenance without the recorded plugin inputs (compressed blobs: lists show the
+/// digests; `GET /v1/transactions/{id}/explain` shows the inputs decoded).
+pub fn without_inputs(mut provenance: serde_json::Value) -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value, depth: usize) {
+        if depth > 4 {
+            return;
+        }
+        match value {
+            serde_json::Value::Object(object) => {
+                if object
+                    .get("input")
+                    .is_some_and(serde_json::Value::is_string)
+                {
+                    object.remove("input");
+                }
+                for child in object.values_mut() {
+                    strip(child, depth + 1);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for child in items {
+                    strip(child, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    strip(&mut provenance, 0);
+    provenance
 }
 
 /// The postings of transactions `ids`, in one query, grouped by transaction.

@@ -446,3 +446,53 @@ pub async fn revoke_api_key(
     .ok_or(CoreError::NotFound("api key"))?;
     api_key_from_row(&row)
 }
+
+/// The merchant with this exact name, if there is one (the oldest if several).
+pub async fn merchant_by_name(pool: &AnyPool, name: &str) -> Result<Option<Merchant>, CoreError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT merchant_id FROM merchants WHERE name = $1 ORDER BY created_at, merchant_id LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    match id {
+        Some(id) => Ok(Some(get_merchant(pool, &id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Replaces the merchant's keys named `name` by one new key with `scopes` (a tool's own key,
+/// made afresh on every run because a key is shown only once).
+pub async fn rotate_named_key(
+    pool: &AnyPool,
+    merchant_id: &str,
+    name: &str,
+    scopes: &[Scope],
+    now: i64,
+) -> Result<CreatedApiKey, CoreError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("DELETE FROM api_keys WHERE merchant_id = $1 AND name = $2")
+        .bind(merchant_id)
+        .bind(name)
+        .execute(&mut *transaction)
+        .await?;
+    let key = insert_api_key(&mut transaction, merchant_id, name, scopes, now).await?;
+    transaction.commit().await?;
+    Ok(key)
+}
+
+/// The member who spent the most, with the store of their latest purchase.
+pub async fn top_spender(
+    pool: &AnyPool,
+    merchant_id: &str,
+) -> Result<Option<(String, String)>, CoreError> {
+    Ok(sqlx::query_as(
+        "SELECT m.id, (SELECT p.store_id FROM purchases p WHERE p.merchant_id = m.merchant_id \
+           AND p.member_id = m.id ORDER BY p.occurred_at DESC LIMIT 1) AS store_id \
+         FROM members m WHERE m.merchant_id = $1 AND m.orders_count > 0 \
+         ORDER BY m.lifetime_spend DESC, m.id LIMIT 1",
+    )
+    .bind(merchant_id)
+    .fetch_optional(pool)
+    .await?)
+}

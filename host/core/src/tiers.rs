@@ -407,7 +407,9 @@ pub async fn tier_history(
                 to: row.try_get("to_tier")?,
                 reason: row.try_get("reason")?,
                 source: row.try_get("source")?,
-                provenance: provenance.and_then(|text| serde_json::from_str(&text).ok()),
+                provenance: provenance
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .map(crate::ledger::without_inputs),
                 created_at: from_unix_micros(row.try_get("created_at")?),
             })
         })

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod campaigns;
 pub mod clock;
+pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod extract;

@@ -67,6 +67,21 @@ enum Command {
         #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
         plugin_cache_dir: Option<std::path::PathBuf>,
     },
+    /// Seed (or find) the demo merchant: the Online Retail slice through the example plugins,
+    /// tiers, coupons, campaigns; prints a fresh admin key and a member to try.
+    Demo {
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/loyalty.db")]
+        database: String,
+        /// The data: the fixture slice (`tests/fixtures/online_retail_slice.csv`).
+        #[arg(long)]
+        slice: std::path::PathBuf,
+        /// Where the example components are (`earn_base_rate.wasm`, …).
+        #[arg(long)]
+        components: std::path::PathBuf,
+        /// Where compiled plugins are kept between runs.
+        #[arg(long, env = "LOYALTY_PLUGIN_CACHE_DIR")]
+        plugin_cache_dir: Option<std::path::PathBuf>,
+    },
     /// Run a ledger transaction's recorded plugin calls again on the recorded plugin
     /// versions and report whether the answers are identical (exits 1 if not).
     Replay {
@@ -114,6 +129,10 @@ struct OnlineRetailArgs {
     /// plugin's world).
     #[arg(long = "plugin")]
     plugins: Vec<std::path::PathBuf>,
+    /// Configuration of a `--plugin`, as NAME=JSON (the name from the file name:
+    /// `earn_base_rate.wasm` is `earn-base-rate`); repeatable. Default `{}`.
+    #[arg(long = "plugin-config", value_parser = parse_plugin_config)]
+    plugin_configs: Vec<(String, serde_json::Value)>,
     /// Purchases and refunds in flight at once, in the data's time order (never two of one
     /// member at once).
     #[arg(long, default_value_t = 64)]
@@ -169,6 +188,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { database } => verify(&database).await,
+        Command::Demo {
+            database,
+            slice,
+            components,
+            plugin_cache_dir,
+        } => {
+            let state = offline_state(&database, plugin_cache_dir).await?;
+            let demo = loyalty_host::demo::seed(&state, &slice, &components).await?;
+            println!(
+                "demo merchant {} ({}); admin key for this run: {}",
+                demo.merchant_id,
+                if demo.created {
+                    "seeded now"
+                } else {
+                    "seeded before"
+                },
+                demo.api_key
+            );
+            println!(
+                "try: KEY={} MEMBER={} STORE={}",
+                demo.api_key, demo.member_id, demo.store_id
+            );
+            Ok(())
+        }
         Command::Replay {
             transaction,
             merchant,
@@ -226,6 +269,8 @@ async fn import_online_retail(args: OnlineRetailArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         progress: std::io::stdout().is_terminal(),
         plugins: args.plugins,
+        plugin_configs: args.plugin_configs.into_iter().collect(),
+        end_at: None,
     };
     let summary = import::import_online_retail(&state, &merchant_id, &args.file, &options).await?;
     println!("{summary}");
@@ -363,6 +408,19 @@ async fn serve(
         })
         .await?;
     Ok(())
+}
+
+/// `NAME=JSON` of `--plugin-config`.
+fn parse_plugin_config(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, json) = text
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=JSON".to_string())?;
+    let config: serde_json::Value =
+        serde_json::from_str(json).map_err(|error| format!("the JSON of {name}: {error}"))?;
+    if !config.is_object() {
+        return Err(format!("the configuration of {name} must be a JSON object"));
+    }
+    Ok((name.to_string(), config))
 }
 
 /// The database URL without a password, for logs.

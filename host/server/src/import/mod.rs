@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use loyalty_core::merchants::{self, CreatedApiKey, Merchant, NewMerchant};
 use loyalty_core::CoreError;
 
-pub use run::{run, PLUGIN_VERSION};
+pub use run::{register_component, run, PLUGIN_VERSION};
 
 use crate::AppState;
 
@@ -66,6 +66,10 @@ pub async fn import_online_retail(
     })
     .await
     .context("the reading thread failed")??;
+    let mut plan = plan;
+    if let Some(end_at) = options.end_at {
+        shift(&mut plan, end_at);
+    }
     let mut summary = ImportSummary {
         source: online_retail::SOURCE.to_string(),
         merchant_id: merchant.id.clone(),
@@ -82,6 +86,33 @@ pub async fn import_online_retail(
     run(state, &merchant, plan, options, &mut summary).await?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Moves every time of `plan` so that its last operation happens at `end_at`.
+fn shift(plan: &mut Plan, end_at: i64) {
+    let Some(last) = plan
+        .ops()
+        .map(|op| match op {
+            Op::Purchase(purchase) => purchase.at,
+            Op::Refund(refund) => refund.at,
+        })
+        .max()
+    else {
+        return;
+    };
+    let delta = end_at - last;
+    for store in &mut plan.stores {
+        store.first_at += delta;
+    }
+    for member in &mut plan.members {
+        member.first_at += delta;
+        for op in &mut member.ops {
+            match op {
+                Op::Purchase(purchase) => purchase.at += delta,
+                Op::Refund(refund) => refund.at += delta,
+            }
+        }
+    }
 }
 
 /// A merchant for the Online Retail data set (GBP, Europe/London) with its admin key, as
@@ -227,6 +258,12 @@ pub struct ImportOptions {
     pub progress: bool,
     /// Plugin components to register and enable on every store of the import.
     pub plugins: Vec<PathBuf>,
+    /// Configuration per plugin name (the file name, `earn_base_rate.wasm` → `earn-base-rate`);
+    /// `{}` for the others.
+    pub plugin_configs: BTreeMap<String, serde_json::Value>,
+    /// Move every time of the data by the same amount so that its last line lies at this
+    /// instant (unix µs): a demo of old data that looks recent. `None`: the data's own times.
+    pub end_at: Option<i64>,
 }
 
 impl Default for ImportOptions {
@@ -235,6 +272,8 @@ impl Default for ImportOptions {
             concurrency: 64,
             progress: false,
             plugins: Vec::new(),
+            plugin_configs: BTreeMap::new(),
+            end_at: None,
         }
     }
 }

@@ -71,7 +71,7 @@ pub async fn run(
 
     let stores = ensure_stores(state, merchant, &plan, summary).await?;
     if !options.plugins.is_empty() {
-        summary.plugins = enable_plugins(state, merchant, &options.plugins, &stores).await?;
+        summary.plugins = enable_plugins(state, merchant, options, &stores).await?;
     }
     let members = ensure_members(state, merchant, &plan, summary).await?;
     summary.setup_elapsed = setup_started.elapsed();
@@ -218,54 +218,30 @@ async fn existing_stores(
 /// Registers each component (as the upload endpoint does: inspected and compiled by the
 /// runtime, recorded by sha256) under its file name and [`PLUGIN_VERSION`], and makes the
 /// components of each world the set every store of the import runs for that world, in the
-/// order given, with the default configuration `{}`. Returns name@version of each.
+/// order given, with the configuration `options.plugin_configs` names (default `{}`).
+/// Returns name@version of each.
 async fn enable_plugins(
     state: &AppState,
     merchant: &Merchant,
-    paths: &[std::path::PathBuf],
+    options: &ImportOptions,
     stores: &HashMap<String, String>,
 ) -> anyhow::Result<Vec<String>> {
+    let paths = &options.plugins;
     let pool = &state.database.pool;
     let now = state.clock.now();
     let mut by_world: Vec<(&'static str, Vec<StorePluginEntry>)> = Vec::new();
     let mut names = Vec::new();
     for path in paths {
         let name = plugin_name(path)?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (compiled, bytes) = state
-            .plugins
-            .inspect(bytes)
-            .await
-            .map_err(|error| anyhow::anyhow!("{}: {}", path.display(), describe(&error)))?;
-        let world = registry::world_by_name(compiled.world().as_str())?;
-        let manifest = Manifest {
-            name: name.clone(),
-            version: PLUGIN_VERSION.to_string(),
-            world: world.to_string(),
-            description: format!("registered by loyalty import from {}", path.display()),
-            config_schema: None,
-            limits: Default::default(),
-        };
-        let inspected = Inspected {
-            world: compiled.world().as_str(),
-            wit_version: compiled.wit_version(),
-            sha256: compiled.sha256(),
-            bytes: &bytes,
-        };
-        let (plugin, _created) =
-            registry::create_plugin(pool, &merchant.id, &manifest, inspected, now)
-                .await
-                .map_err(|error| match error {
-                    CoreError::Conflict(_) => anyhow::anyhow!(
-                    "{name} {PLUGIN_VERSION} is already registered for this merchant with other \
-                     bytes; upload this build over the API under a new version and enable it there"
-                ),
-                    other => anyhow::anyhow!("registering {name}: {}", describe(&other)),
-                })?;
+        let (plugin, world) = register(state, merchant, path).await?;
         names.push(format!("{}@{} ({world})", plugin.name, plugin.version));
         let entry = StorePluginEntry {
             plugin_id: plugin.id,
-            config: json!({}),
+            config: options
+                .plugin_configs
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| json!({})),
             priority: 0,
         };
         match by_world.iter_mut().find(|(known, _)| *known == world) {
@@ -292,6 +268,64 @@ async fn enable_plugins(
         }
     }
     Ok(names)
+}
+
+/// Registers the component at `path` for the merchant as the upload endpoint does (inspected
+/// and compiled by the runtime, recorded by sha256) under its file name and
+/// [`PLUGIN_VERSION`]; the same bytes again find the same plugin.
+async fn register(
+    state: &AppState,
+    merchant: &Merchant,
+    path: &Path,
+) -> anyhow::Result<(registry::Plugin, &'static str)> {
+    let name = plugin_name(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (compiled, bytes) = state
+        .plugins
+        .inspect(bytes)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}: {}", path.display(), describe(&error)))?;
+    let world = registry::world_by_name(compiled.world().as_str())?;
+    let manifest = Manifest {
+        name: name.clone(),
+        version: PLUGIN_VERSION.to_string(),
+        world: world.to_string(),
+        description: format!("registered by loyalty import from {}", path.display()),
+        config_schema: None,
+        limits: Default::default(),
+    };
+    let inspected = Inspected {
+        world: compiled.world().as_str(),
+        wit_version: compiled.wit_version(),
+        sha256: compiled.sha256(),
+        bytes: &bytes,
+    };
+    let (plugin, _created) = registry::create_plugin(
+        &state.database.pool,
+        &merchant.id,
+        &manifest,
+        inspected,
+        state.clock.now(),
+    )
+    .await
+    .map_err(|error| match error {
+        CoreError::Conflict(_) => anyhow::anyhow!(
+            "{name} {PLUGIN_VERSION} is already registered for this merchant with other \
+             bytes; upload this build over the API under a new version and enable it there"
+        ),
+        other => anyhow::anyhow!("registering {name}: {}", describe(&other)),
+    })?;
+    Ok((plugin, world))
+}
+
+/// Registers a component for the merchant without enabling it anywhere (a campaign's
+/// plugin); returns the plugin's id.
+pub async fn register_component(
+    state: &AppState,
+    merchant: &Merchant,
+    path: &Path,
+) -> anyhow::Result<String> {
+    Ok(register(state, merchant, path).await?.0.id)
 }
 
 /// `earn_base_rate.wasm` → `earn-base-rate`.
