@@ -695,9 +695,14 @@ fn bench_import(args: &[OsString]) -> Result<()> {
         ])
         .arg("--plugin-cache-dir")
         .arg(plugins_target_dir().join("bench-cache"));
-    for plugin in &plugins {
+        for plugin in &plugins {
         import.arg("--plugin").arg(plugin);
     }
+    // The tier policy needs its thresholds (in pence); the others run on their defaults.
+    import.args([
+        "--plugin-config",
+        r#"tier-spend-threshold={"tiers":{"bronze":{"upgrade_at":0,"keep_at":0},"silver":{"upgrade_at":50000,"keep_at":30000},"gold":{"upgrade_at":200000,"keep_at":150000}}}"#,
+    ]);
     import.args(args);
     let started = Instant::now();
     run_checked(&mut import)?;
