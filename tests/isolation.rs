@@ -656,4 +656,359 @@ async fn lists_never_show_foreign_rows(backend: Backend) {
     server.verify().await;
 }
 
-backend_tests!(foreign_ids_are_missing_ids, lists_never_show_foreign_rows);
+/// A's programme: tiers, a coupon, a gift, a webhook, a campaign, events and a transaction.
+struct Programme {
+    coupon: String,
+    template: String,
+    gift: String,
+    webhook: String,
+    campaign: String,
+    event: String,
+    transaction: String,
+}
+
+async fn programme(server: &TestServer, a: &Tenant) -> Programme {
+    let key = &a.merchant.key;
+    server
+        .put(
+            "/v1/tiers",
+            key,
+            &json!({"tiers": [{"code": "silver", "name": "Silver"}]}),
+        )
+        .await
+        .ok(200);
+    server
+        .put(
+            &format!("/v1/members/{}/tier", a.member),
+            key,
+            &json!({"tier": "silver", "reason": "founding member"}),
+        )
+        .await
+        .ok(200);
+    let template = server
+        .post(
+            "/v1/coupon-templates",
+            key,
+            &json!({"code": "TEN", "name": "Ten off", "kind": "amount_off", "value": "10.00", "valid_days": 30}),
+        )
+        .await
+        .id();
+    let coupon = server
+        .post(
+            &format!("/v1/members/{}/coupons", a.member),
+            key,
+            &json!({"template_id": template}),
+        )
+        .await
+        .id();
+    let gift = server
+        .post(
+            "/v1/gifts",
+            key,
+            &json!({"name": "Mug", "points_cost": 1, "stock": 5}),
+        )
+        .await
+        .id();
+    let webhook = server
+        .post(
+            "/v1/webhooks",
+            key,
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "0123456789abcdef"}),
+        )
+        .await
+        .id();
+    let plugin = server
+        .upload_plugin(
+            key,
+            Some(&json!({"name": "campaign-birthday", "version": "0.1.0", "world": "campaign-trigger"})),
+            Some(loyalty_tests::component("campaign_birthday")),
+        )
+        .await
+        .ok(201)["id"]
+        .clone();
+    let campaign = server
+        .post(
+            "/v1/campaigns",
+            key,
+            &json!({"name": "Birthday", "plugin_id": plugin, "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await
+        .id();
+    let event = server.get("/v1/events?limit=1", key).await.ok(200)["items"][0]["id"]
+        .as_str()
+        .expect("an event")
+        .to_string();
+    let transaction = server
+        .get(&format!("/v1/purchases/{}", a.purchase), key)
+        .await
+        .ok(200)["transaction_id"]
+        .as_str()
+        .expect("a transaction")
+        .to_string();
+    Programme {
+        coupon,
+        template,
+        gift,
+        webhook,
+        campaign,
+        event,
+        transaction,
+    }
+}
+
+async fn programme_ids_are_isolated(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let a = tenant(&server, "Alpha").await;
+    let b = tenant(&server, "Beta").await;
+    let p = programme(&server, &a).await;
+    let missing_id = "x_0000000000000000000000000000dead";
+    let missing = missing_id;
+    let member_probe = |path: &str| (path.replace("{}", &a.member), path.replace("{}", missing));
+    let mut pairs: Vec<(Method, (String, String), Option<(Value, Value)>)> = vec![
+        (
+            Method::GET,
+            member_probe("/v1/members/{}/tier-history"),
+            None,
+        ),
+        (Method::GET, member_probe("/v1/members/{}/coupons"), None),
+        (Method::GET, member_probe("/v1/members/{}/tags"), None),
+        (
+            Method::GET,
+            member_probe("/v1/members/{}/recommendations"),
+            None,
+        ),
+        (
+            Method::PUT,
+            member_probe("/v1/members/{}/tier"),
+            Some((
+                json!({"tier": null, "reason": "probe"}),
+                json!({"tier": null, "reason": "probe"}),
+            )),
+        ),
+        (
+            Method::POST,
+            member_probe("/v1/members/{}/gift-redemptions"),
+            Some((
+                json!({"gift_id": "gft_probe", "quantity": 1, "store_id": b.store}),
+                json!({"gift_id": "gft_probe", "quantity": 1, "store_id": b.store}),
+            )),
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/gifts/{}", p.gift),
+                format!("/v1/gifts/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/coupon-templates/{}", p.template),
+                format!("/v1/coupon-templates/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/webhooks/{}", p.webhook),
+                format!("/v1/webhooks/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/webhooks/{}/deliveries", p.webhook),
+                format!("/v1/webhooks/{missing}/deliveries"),
+            ),
+            None,
+        ),
+        (
+            Method::DELETE,
+            (
+                format!("/v1/webhooks/{}", p.webhook),
+                format!("/v1/webhooks/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/campaigns/{}", p.campaign),
+                format!("/v1/campaigns/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/campaigns/{}/stats", p.campaign),
+                format!("/v1/campaigns/{missing}/stats"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/events/{}", p.event),
+                format!("/v1/events/{missing}"),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            (
+                format!("/v1/transactions/{}/explain", p.transaction),
+                format!("/v1/transactions/{missing}/explain"),
+            ),
+            None,
+        ),
+        (
+            Method::POST,
+            (
+                format!("/v1/transactions/{}/replay", p.transaction),
+                format!("/v1/transactions/{missing}/replay"),
+            ),
+            Some((json!({}), json!({}))),
+        ),
+    ];
+    // B's member redeeming A's gift, B's member paying with A's coupon: like missing ones.
+    pairs.push((
+        Method::POST,
+        (
+            format!("/v1/members/{}/gift-redemptions", b.member),
+            format!("/v1/members/{}/gift-redemptions", b.member),
+        ),
+        Some((
+            json!({"gift_id": p.gift, "quantity": 1, "store_id": b.store}),
+            json!({"gift_id": missing, "quantity": 1, "store_id": b.store}),
+        )),
+    ));
+    let pay_with = |coupon: &str| {
+        json!({"member_id": b.member, "store_id": b.store, "coupons": [coupon],
+            "items": [{"sku": "TEA", "quantity": 2, "unit_price": "10.00"}],
+            "payments": [{"method": "cash", "amount": "10.00"}]})
+    };
+    pairs.push((
+        Method::POST,
+        ("/v1/purchases".into(), "/v1/purchases".into()),
+        Some((pay_with(&p.coupon), pay_with(missing))),
+    ));
+    pairs.push((
+        Method::POST,
+        (
+            format!("/v1/members/{}/coupons", b.member),
+            format!("/v1/members/{}/coupons", b.member),
+        ),
+        Some((
+            json!({"template_id": p.template}),
+            json!({"template_id": missing}),
+        )),
+    ));
+    for (method, (foreign_path, missing_path), bodies) in &pairs {
+        let (foreign_body, missing_body) = match bodies {
+            Some((foreign, missing)) => (Some(foreign), Some(missing)),
+            None => (None, None),
+        };
+        let foreign = send(&server, &b.merchant.key, method, foreign_path, foreign_body).await;
+        let missing = send(&server, &b.merchant.key, method, missing_path, missing_body).await;
+        assert!(
+            foreign.status >= 400,
+            "{method} {foreign_path}: A's id answered {}: {}",
+            foreign.status,
+            foreign.text
+        );
+        let foreign_problem = foreign.problem(missing.status).clone();
+        let missing_problem = missing.problem(missing.status);
+        for field in ["type", "title", "status"] {
+            assert_eq!(
+                foreign_problem[field], missing_problem[field],
+                "{method} {foreign_path}: {} vs {}",
+                foreign.text, missing.text
+            );
+        }
+        assert_eq!(
+            foreign_problem["errors"]
+                .to_string()
+                .replace(&p.coupon, missing_id)
+                .replace(&p.gift, missing_id)
+                .replace(&p.template, missing_id),
+            missing_problem["errors"].to_string(),
+            "{method} {foreign_path}: field errors differ"
+        );
+        for id in [
+            &a.member,
+            &p.coupon,
+            &p.gift,
+            &p.webhook,
+            &p.campaign,
+            &p.event,
+            &p.transaction,
+        ] {
+            assert!(
+                !foreign.text.contains(id.as_str()) || foreign_path.contains(id.as_str()),
+                "{method} {foreign_path}: the answer leaks {id}: {}",
+                foreign.text
+            );
+        }
+    }
+    // A's programme is as it was.
+    let coupons = server
+        .get(
+            &format!("/v1/members/{}/coupons", a.member),
+            &a.merchant.key,
+        )
+        .await
+        .ok(200)["items"][0]["state"]
+        .clone();
+    assert_eq!(coupons, "issued");
+    let gift = server
+        .get(&format!("/v1/gifts/{}", p.gift), &a.merchant.key)
+        .await
+        .ok(200)["stock"]
+        .clone();
+    assert_eq!(gift, 5);
+    let webhook = server
+        .get(&format!("/v1/webhooks/{}", p.webhook), &a.merchant.key)
+        .await
+        .ok(200)["active"]
+        .clone();
+    assert_eq!(webhook, true);
+    let tier = server
+        .get(&format!("/v1/members/{}", a.member), &a.merchant.key)
+        .await
+        .ok(200)["tier"]
+        .clone();
+    assert_eq!(tier, "silver");
+    // B's lists hold none of A's rows.
+    for path in [
+        "/v1/events?limit=200",
+        "/v1/webhooks",
+        "/v1/campaigns",
+        "/v1/gifts",
+        "/v1/coupon-templates",
+        "/v1/tiers",
+        "/v1/ticks",
+    ] {
+        let text = server.get(path, &b.merchant.key).await.ok(200).to_string();
+        for id in [
+            &a.member,
+            &p.webhook,
+            &p.campaign,
+            &p.gift,
+            &p.template,
+            &p.event,
+        ] {
+            assert!(!text.contains(id.as_str()), "{path} shows A's {id}");
+        }
+    }
+    server.verify().await;
+}
+
+backend_tests!(
+    foreign_ids_are_missing_ids,
+    lists_never_show_foreign_rows,
+    programme_ids_are_isolated
+);

@@ -695,7 +695,7 @@ fn bench_import(args: &[OsString]) -> Result<()> {
         ])
         .arg("--plugin-cache-dir")
         .arg(plugins_target_dir().join("bench-cache"));
-        for plugin in &plugins {
+    for plugin in &plugins {
         import.arg("--plugin").arg(plugin);
     }
     // The tier policy needs its thresholds (in pence); the others run on their defaults.

@@ -28,8 +28,10 @@ pub const POINTS_EXPIRING: &str = "points.expiring";
 pub const COUPON_ISSUED: &str = "coupon.issued";
 pub const MESSAGE_REQUESTED: &str = "message.requested";
 
-/// Events one dispatcher pass takes at most.
-pub const DISPATCH_BATCH_MAX: i64 = 256;
+/// Events one dispatcher pass takes at most. A pass is one transaction, and on SQLite it
+/// holds the only write lock while it counts its purchases' items: small passes keep the
+/// writer's purchases from waiting long behind it.
+pub const DISPATCH_BATCH_MAX: i64 = 64;
 
 /// An event to write.
 #[derive(Debug, Clone)]

@@ -12,8 +12,9 @@ use utoipa::ToSchema;
 use crate::error::CoreError;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
-/// first): n items make n × (n - 1) pair rows, so a basket of 500 lines must not make 250,000.
-pub const CO_PURCHASE_ITEMS_MAX: usize = 20;
+/// first): n items make n × (n - 1) pair rows, so a basket of 500 lines must not make 250,000
+/// (12 make at most 132 upserts a purchase).
+pub const CO_PURCHASE_ITEMS_MAX: usize = 12;
 /// Rows per multi-row upsert.
 const UPSERT_ROWS_MAX: usize = 100;
 /// Candidates of each kind (co-purchased, popular) a recommendation considers.
