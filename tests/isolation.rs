@@ -656,6 +656,9 @@ async fn lists_never_show_foreign_rows(backend: Backend) {
     server.verify().await;
 }
 
+/// A request sent with A's id and with a missing one: method, (paths), (bodies).
+type Pair = (Method, (String, String), Option<(Value, Value)>);
+
 /// A's programme: tiers, a coupon, a gift, a webhook, a campaign, events and a transaction.
 struct Programme {
     coupon: String,
@@ -764,7 +767,7 @@ async fn programme_ids_are_isolated(backend: Backend) {
     let missing_id = "x_0000000000000000000000000000dead";
     let missing = missing_id;
     let member_probe = |path: &str| (path.replace("{}", &a.member), path.replace("{}", missing));
-    let mut pairs: Vec<(Method, (String, String), Option<(Value, Value)>)> = vec![
+    let mut pairs: Vec<Pair> = vec![
         (
             Method::GET,
             member_probe("/v1/members/{}/tier-history"),
