@@ -108,4 +108,27 @@ echo "== 13. The member's ledger, newest first" >&2
 ledger=$(call GET "/v1/members/$MEMBER/ledger?limit=20" "$KEY")
 printf '%s' "$ledger" | grep -o '"kind":"[a-z_.]*"' | sed 's/"kind":/  /' >&2
 
+echo "== 14. Tiers, and an admin's move (the member joined before tiers existed)" >&2
+call PUT /v1/tiers "$KEY" '{"tiers":[{"code":"silver","name":"Silver"},{"code":"gold","name":"Gold","earn_multiplier":"2","benefits":"Double points"}]}' >/dev/null
+moved=$(call PUT "/v1/members/$MEMBER/tier" "$KEY" '{"tier":"gold","reason":"opening-week VIP"}')
+check "tier changed" "$(printf '%s' "$moved" | grep -o '"changed":true' | head -n 1)" '"changed":true'
+history=$(call GET "/v1/members/$MEMBER/tier-history" "$KEY")
+check "history source" "$(field source "$history")" "admin"
+
+echo "== 15. A coupon: a template, one issued to the member, used on a purchase" >&2
+template=$(call POST /v1/coupon-templates "$KEY" "{\"code\":\"TEN-$RUN\",\"name\":\"10 off 50\",\"kind\":\"amount_off\",\"value\":\"10.00\",\"min_spend\":\"50.00\",\"valid_days\":30}")
+coupon=$(call POST "/v1/members/$MEMBER/coupons" "$KEY" "{\"template_id\":\"$(field id "$template")\"}")
+COUPON=$(field id "$coupon")
+with_coupon=$(call POST /v1/purchases "$POS" "{\"member_id\":\"$MEMBER\",\"store_id\":\"$STORE\",\"coupons\":[\"$COUPON\"],\"items\":[{\"sku\":\"BEANS\",\"quantity\":2,\"unit_price\":\"30.00\"}],\"payments\":[{\"method\":\"card\",\"amount\":\"50.00\"}]}" "coupon-$RUN")
+check "amount due" "$(field amount_due "$with_coupon")" "50.00"
+EXPECT=422 call POST /v1/purchases "$POS" "{\"member_id\":\"$MEMBER\",\"store_id\":\"$STORE\",\"coupons\":[\"$COUPON\"],\"items\":[{\"sku\":\"BEANS\",\"quantity\":2,\"unit_price\":\"30.00\"}],\"payments\":[{\"method\":\"card\",\"amount\":\"50.00\"}]}" "coupon-again-$RUN" >/dev/null
+echo "  ok: a used coupon is refused (422)" >&2
+
+echo "== 16. A webhook for purchases, the event feed, and what decided a transaction" >&2
+call POST /v1/webhooks "$KEY" '{"url":"https://example.com/loyalty-hook","events":["purchase.recorded","tier.changed"],"secret":"whsec-tour-0123456789"}' >/dev/null
+events=$(call GET "/v1/events?type=tier.changed" "$KEY")
+check "tier.changed event" "$(field type "$events")" "tier.changed"
+explained=$(call GET "/v1/transactions/$(field transaction_id "$with_coupon")/explain" "$KEY")
+check "earn policy" "$(field policy "$explained")" "base_rate"
+
 echo "tour complete" >&2
