@@ -223,3 +223,59 @@ pub async fn list_events(
     .await?;
     rows.iter().map(event_from_row).collect()
 }
+
+/// What the dispatcher applies for one event, in the writer's transaction.
+#[derive(Debug, Clone)]
+pub struct EventEffect {
+    pub event_id: String,
+    pub kind: String,
+    /// Webhooks that get a delivery of it.
+    pub webhook_ids: Vec<String>,
+    /// For `purchase.recorded`: the purchase to count into the item statistics.
+    pub purchase_id: Option<String>,
+}
+
+/// The effects of a batch of one merchant's events, and marking them dispatched — one
+/// writer command, so on SQLite it never competes with purchases for the write lock.
+pub async fn apply_effects(
+    connection: &mut sqlx::AnyConnection,
+    script: &mut Script,
+    merchant_id: &str,
+    effects: &[EventEffect],
+    now: i64,
+) -> Result<crate::operations::Outcome, CoreError> {
+    // The command's savepoint goes first; the statements below run on the connection.
+    script.flush(connection).await?;
+    for effect in effects {
+        if !effect.webhook_ids.is_empty() {
+            crate::webhooks::enqueue_deliveries(
+                connection,
+                merchant_id,
+                &effect.event_id,
+                &effect.kind,
+                &effect.webhook_ids,
+                now,
+            )
+            .await?;
+        }
+        if let Some(purchase_id) = &effect.purchase_id {
+            crate::items::count_purchase(
+                connection,
+                merchant_id,
+                &effect.event_id,
+                purchase_id,
+                now,
+            )
+            .await?;
+        }
+    }
+    let ids: Vec<String> = effects
+        .iter()
+        .map(|effect| effect.event_id.clone())
+        .collect();
+    mark_dispatched(connection, merchant_id, &ids, now).await?;
+    Ok(crate::operations::Outcome {
+        status: 200,
+        body: serde_json::json!({"events": ids.len()}).to_string(),
+    })
+}

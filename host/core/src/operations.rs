@@ -361,6 +361,8 @@ pub enum Command {
     ChangeTier(crate::tiers::TierChangeCommand),
     /// A campaign's actions for one member (exactly once per campaign, cause and member).
     CampaignActions(crate::campaigns::CampaignActionsCommand),
+    /// The dispatcher's effects of a batch of one merchant's events.
+    ApplyEvents(Vec<crate::events::EventEffect>),
     /// Exchanges points for a gift: points and stock move together.
     RedeemGift {
         member_id: String,
@@ -769,6 +771,8 @@ impl Command {
             Command::ChangeTier(change) => &change.member_id,
             Command::RedeemGift { member_id, .. } => member_id,
             Command::CampaignActions(command) => &command.member_id,
+            // Not a member's: one route for the outbox keeps its batches in order.
+            Command::ApplyEvents(_) => "outbox",
         }
     }
 
@@ -843,6 +847,9 @@ impl Command {
             }
             Command::CampaignActions(command) => {
                 campaign_actions(connection, script, &context, command).await
+            }
+            Command::ApplyEvents(effects) => {
+                crate::events::apply_effects(connection, script, &merchant.id, effects, now).await
             }
             Command::RedeemGift {
                 member_id,

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
+use loyalty_core::events::EventEffect;
 use loyalty_core::events::{self, Event, DISPATCH_BATCH_MAX};
-use loyalty_core::items;
 use loyalty_core::merchants::{get_merchant, Merchant};
+use loyalty_core::operations::Command;
 use loyalty_core::webhooks::{self, Attempt, DueDelivery, Webhook};
+use loyalty_core::writer::Submission;
 use loyalty_core::CoreError;
 use sha2::Sha256;
 
@@ -82,9 +84,9 @@ pub fn signature(secret: &str, timestamp_seconds: i64, body: &[u8]) -> String {
     )
 }
 
-/// Takes up to one batch of undispatched events and, in one transaction (one durable commit
-/// for the batch), applies their effects: a delivery per subscribed webhook, purchases counted
-/// into the item statistics, and the events marked dispatched. Returns how many it took.
+/// Takes up to one batch of undispatched events and applies their effects: campaign triggers,
+/// then per merchant one writer command (a delivery per subscribed webhook, purchases counted
+/// into the item statistics, the events marked dispatched). Returns how many it took.
 pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
     let database = &state.database;
     let batch = events::undispatched(&database.pool, DISPATCH_BATCH_MAX).await?;
@@ -154,8 +156,10 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             }
         }
     }
-    let mut transaction = database.pool.begin_with(database.begin_statement()).await?;
-    let mut done: HashMap<&str, Vec<String>> = HashMap::new();
+    // The rest goes through the writer, one command per merchant: on SQLite a transaction
+    // of the dispatcher's own would compete with the writer's purchases for the one write
+    // lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
+    let mut effects: Vec<(String, Vec<EventEffect>)> = Vec::new();
     for event in &batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
             .iter()
@@ -167,37 +171,38 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             })
             .map(|webhook| webhook.id.clone())
             .collect();
-        if !subscribed.is_empty() {
-            webhooks::enqueue_deliveries(
-                &mut transaction,
-                &event.merchant_id,
-                &event.id,
-                &event.kind,
-                &subscribed,
+        let purchase_id = (event.kind == events::PURCHASE_RECORDED)
+            .then(|| event.data["purchase_id"].as_str().map(str::to_string))
+            .flatten();
+        let effect = EventEffect {
+            event_id: event.id.clone(),
+            kind: event.kind.clone(),
+            webhook_ids: subscribed,
+            purchase_id,
+        };
+        match effects
+            .iter_mut()
+            .find(|(merchant_id, _)| merchant_id == &event.merchant_id)
+        {
+            Some((_, list)) => list.push(effect),
+            None => effects.push((event.merchant_id.clone(), vec![effect])),
+        }
+    }
+    for (merchant_id, list) in effects {
+        let merchant = match campaigns.get(&merchant_id) {
+            Some((merchant, _)) => merchant.clone(),
+            None => get_merchant(&database.pool, &merchant_id).await?,
+        };
+        state
+            .writer
+            .submit(Submission {
+                merchant,
+                claim: None,
+                command: Command::ApplyEvents(list),
                 now,
-            )
+            })
             .await?;
-        }
-        if event.kind == events::PURCHASE_RECORDED {
-            if let Some(purchase_id) = event.data["purchase_id"].as_str() {
-                items::count_purchase(
-                    &mut transaction,
-                    &event.merchant_id,
-                    &event.id,
-                    purchase_id,
-                    now,
-                )
-                .await?;
-            }
-        }
-        done.entry(&event.merchant_id)
-            .or_default()
-            .push(event.id.clone());
     }
-    for (merchant_id, ids) in &done {
-        events::mark_dispatched(&mut transaction, merchant_id, ids, now).await?;
-    }
-    transaction.commit().await?;
     Ok(batch.len())
 }
 
