@@ -302,6 +302,10 @@ impl Member {
     /// The member's tier definition, if the member has a tier the merchant defines: the
     /// host passes it in the attributes under [`TIER_ATTRIBUTE`].
     pub fn tier_info(&self) -> Option<TierInfo> {
+        // Most calls have no tier: skip parsing the attributes then (fuel is per call).
+        if !self.attributes.contains(TIER_ATTRIBUTE) {
+            return None;
+        }
         let attributes: serde_json::Value = serde_json::from_str(&self.attributes).ok()?;
         let tier = attributes.get(TIER_ATTRIBUTE)?;
         Some(TierInfo {

@@ -258,16 +258,18 @@ pub async fn apply_effects(
             )
             .await?;
         }
-        if let Some(purchase_id) = &effect.purchase_id {
-            crate::items::count_purchase(
-                connection,
-                merchant_id,
-                &effect.event_id,
-                purchase_id,
-                now,
-            )
-            .await?;
-        }
+    }
+    let purchases: Vec<(String, String)> = effects
+        .iter()
+        .filter_map(|effect| {
+            effect
+                .purchase_id
+                .clone()
+                .map(|purchase_id| (effect.event_id.clone(), purchase_id))
+        })
+        .collect();
+    if !purchases.is_empty() {
+        crate::items::count_purchases(connection, merchant_id, &purchases, now).await?;
     }
     let ids: Vec<String> = effects
         .iter()

@@ -22,29 +22,6 @@ pub const CANDIDATES_PER_KIND_MAX: i64 = 100;
 /// History lines a recommendation reads.
 pub const HISTORY_LINES_MAX: i64 = 50;
 
-/// Records that `effect` of `event_id` is applied; false if it was already (the caller then
-/// applies nothing). Runs in the caller's transaction, with the effect itself.
-pub async fn claim_effect(
-    connection: &mut AnyConnection,
-    merchant_id: &str,
-    event_id: &str,
-    effect: &str,
-    now: i64,
-) -> Result<bool, CoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO event_effects (merchant_id, event_id, effect, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, event_id, effect) DO NOTHING",
-    )
-    .bind(merchant_id)
-    .bind(event_id)
-    .bind(effect)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
 struct Line {
     name: Option<String>,
     category: Option<String>,
@@ -53,59 +30,127 @@ struct Line {
     total: i64,
 }
 
-/// Counts purchase `purchase_id` into the item statistics, once for `event_id`.
-pub async fn count_purchase(
+/// What a batch adds to one item's statistics.
+#[derive(Default)]
+struct ItemDelta {
+    name: Option<String>,
+    category: Option<String>,
+    /// The price at the batch's latest sale of it.
+    last_unit_price: i64,
+    last_sold_at: i64,
+    units: i64,
+    orders: i64,
+}
+
+/// Counts purchases into the item statistics, each once for its event: `purchases` holds
+/// (event id, purchase id). The whole batch costs a handful of statements: one claim of the
+/// events, one read of their lines, and multi-row upserts of the summed counts (a pair bought
+/// together in several of the batch's purchases is one row).
+pub async fn count_purchases(
     connection: &mut AnyConnection,
     merchant_id: &str,
-    event_id: &str,
-    purchase_id: &str,
+    purchases: &[(String, String)],
     now: i64,
 ) -> Result<(), CoreError> {
-    if !claim_effect(connection, merchant_id, event_id, "item_stats", now).await? {
+    let mut claimed: Vec<String> = Vec::new();
+    for chunk in purchases.chunks(UPSERT_ROWS_MAX) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|index| format!("($1, ${}, 'item_stats', $2)", index + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO event_effects (merchant_id, event_id, effect, created_at) VALUES {} \
+             ON CONFLICT (merchant_id, event_id, effect) DO NOTHING RETURNING event_id",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql)
+            .bind(merchant_id)
+            .bind(now);
+        for (event_id, _) in chunk {
+            query = query.bind(event_id);
+        }
+        let fresh = query.fetch_all(&mut *connection).await?;
+        claimed.extend(
+            chunk
+                .iter()
+                .filter(|(event_id, _)| fresh.contains(event_id))
+                .map(|(_, purchase_id)| purchase_id.clone()),
+        );
+    }
+    if claimed.is_empty() {
         return Ok(());
     }
-    let rows = sqlx::query(
-        "SELECT i.sku, i.name, i.category, i.quantity, i.unit_price, i.total, p.occurred_at \
-         FROM purchase_items i JOIN purchases p ON p.merchant_id = i.merchant_id \
-         AND p.id = i.purchase_id WHERE i.merchant_id = $1 AND i.purchase_id = $2 ORDER BY i.line",
-    )
-    .bind(merchant_id)
-    .bind(purchase_id)
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut occurred_at = now;
-    let mut items: BTreeMap<String, Line> = BTreeMap::new();
-    for row in &rows {
-        occurred_at = row.try_get("occurred_at")?;
-        let sku: String = row.try_get("sku")?;
-        let line = Line {
-            name: row.try_get("name")?,
-            category: row.try_get("category")?,
-            quantity: row.try_get("quantity")?,
-            unit_price: row.try_get("unit_price")?,
-            total: row.try_get("total")?,
-        };
-        items
-            .entry(sku)
-            .and_modify(|seen| {
-                seen.quantity += line.quantity;
-                seen.total += line.total;
-            })
-            .or_insert(line);
+    // purchase id → (occurred_at, sku → line)
+    let mut baskets: BTreeMap<String, (i64, BTreeMap<String, Line>)> = BTreeMap::new();
+    for chunk in claimed.chunks(UPSERT_ROWS_MAX) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|index| format!("${}", index + 2))
+            .collect();
+        let sql = format!(
+            "SELECT i.purchase_id, i.sku, i.name, i.category, i.quantity, i.unit_price, i.total, \
+             p.occurred_at FROM purchase_items i JOIN purchases p ON p.merchant_id = i.merchant_id \
+             AND p.id = i.purchase_id WHERE i.merchant_id = $1 AND i.purchase_id IN ({}) \
+             ORDER BY i.purchase_id, i.line",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id);
+        for purchase_id in chunk {
+            query = query.bind(purchase_id);
+        }
+        for row in query.fetch_all(&mut *connection).await? {
+            let line = Line {
+                name: row.try_get("name")?,
+                category: row.try_get("category")?,
+                quantity: row.try_get("quantity")?,
+                unit_price: row.try_get("unit_price")?,
+                total: row.try_get("total")?,
+            };
+            let basket = baskets
+                .entry(row.try_get("purchase_id")?)
+                .or_insert_with(|| (0, BTreeMap::new()));
+            basket.0 = row.try_get("occurred_at")?;
+            basket
+                .1
+                .entry(row.try_get("sku")?)
+                .and_modify(|seen: &mut Line| {
+                    seen.quantity += line.quantity;
+                    seen.total += line.total;
+                })
+                .or_insert(line);
+        }
     }
-    let skus: Vec<&String> = items.keys().collect();
-    for chunk in skus.chunks(UPSERT_ROWS_MAX) {
+    let mut deltas: BTreeMap<String, ItemDelta> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (occurred_at, items) in baskets.values() {
+        for (sku, line) in items {
+            let delta = deltas.entry(sku.clone()).or_default();
+            if *occurred_at >= delta.last_sold_at {
+                delta.last_sold_at = *occurred_at;
+                delta.last_unit_price = line.unit_price;
+            }
+            delta.name = line.name.clone().or(delta.name.take());
+            delta.category = line.category.clone().or(delta.category.take());
+            delta.units += line.quantity;
+            delta.orders += 1;
+        }
+        // Pairs among the basket's costliest items, both directions.
+        let mut ranked: Vec<(&String, &Line)> = items.iter().collect();
+        ranked.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(b.0)));
+        ranked.truncate(CO_PURCHASE_ITEMS_MAX);
+        for (a, _) in &ranked {
+            for (b, _) in &ranked {
+                if a != b {
+                    *pairs.entry(((*a).clone(), (*b).clone())).or_default() += 1;
+                }
+            }
+        }
+    }
+    let items: Vec<(&String, &ItemDelta)> = deltas.iter().collect();
+    for chunk in items.chunks(UPSERT_ROWS_MAX) {
         let values: Vec<String> = (0..chunk.len())
             .map(|index| {
-                let base = 3 + index * 5;
-                format!(
-                    "($1, ${}, ${}, ${}, ${}, ${}, 1, $2)",
-                    base,
-                    base + 1,
-                    base + 2,
-                    base + 3,
-                    base + 4
-                )
+                let base = 2 + index * 7;
+                let params: Vec<String> = (base..base + 7).map(|n| format!("${n}")).collect();
+                format!("($1, {})", params.join(", "))
             })
             .collect();
         let sql = format!(
@@ -117,49 +162,41 @@ pub async fn count_purchase(
              last_unit_price = CASE WHEN excluded.last_sold_at >= item_stats.last_sold_at \
                THEN excluded.last_unit_price ELSE item_stats.last_unit_price END, \
              units_sold = item_stats.units_sold + excluded.units_sold, \
-             orders_count = item_stats.orders_count + 1, \
+             orders_count = item_stats.orders_count + excluded.orders_count, \
              last_sold_at = CASE WHEN excluded.last_sold_at > item_stats.last_sold_at \
                THEN excluded.last_sold_at ELSE item_stats.last_sold_at END",
             values.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id).bind(occurred_at);
-        for sku in chunk {
-            let line = &items[*sku];
+        let mut query = sqlx::query(&sql).bind(merchant_id);
+        for (sku, delta) in chunk {
             query = query
                 .bind(*sku)
-                .bind(&line.name)
-                .bind(&line.category)
-                .bind(line.unit_price)
-                .bind(line.quantity);
+                .bind(&delta.name)
+                .bind(&delta.category)
+                .bind(delta.last_unit_price)
+                .bind(delta.units)
+                .bind(delta.orders)
+                .bind(delta.last_sold_at);
         }
         query.execute(&mut *connection).await?;
     }
-    // Pairs among the costliest items, both directions, so "bought with X" is one key range.
-    let mut ranked: Vec<(&String, &Line)> = items.iter().collect();
-    ranked.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(b.0)));
-    ranked.truncate(CO_PURCHASE_ITEMS_MAX);
-    let pairs: Vec<(&str, &str)> = ranked
-        .iter()
-        .flat_map(|(a, _)| {
-            ranked
-                .iter()
-                .filter(move |(b, _)| b != a)
-                .map(move |(b, _)| (a.as_str(), b.as_str()))
-        })
-        .collect();
+    let pairs: Vec<(&(String, String), &i64)> = pairs.iter().collect();
     for chunk in pairs.chunks(UPSERT_ROWS_MAX) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|index| format!("($1, ${}, ${}, 1)", 2 + index * 2, 3 + index * 2))
+            .map(|index| {
+                let base = 2 + index * 3;
+                format!("($1, ${}, ${}, ${})", base, base + 1, base + 2)
+            })
             .collect();
         let sql = format!(
             "INSERT INTO co_purchases (merchant_id, sku, other_sku, orders_count) VALUES {} \
              ON CONFLICT (merchant_id, sku, other_sku) DO UPDATE SET \
-             orders_count = co_purchases.orders_count + 1",
+             orders_count = co_purchases.orders_count + excluded.orders_count",
             values.join(", ")
         );
         let mut query = sqlx::query(&sql).bind(merchant_id);
-        for (sku, other) in chunk {
-            query = query.bind(*sku).bind(*other);
+        for ((sku, other), count) in chunk {
+            query = query.bind(sku).bind(other).bind(**count);
         }
         query.execute(&mut *connection).await?;
     }
