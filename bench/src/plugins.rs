@@ -311,6 +311,7 @@ fn calls_per_second(
 ) -> f64 {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -318,8 +319,15 @@ fn calls_per_second(
                 let mut mine = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let report = plugin.earn(limits, context, member, purchase);
-                    assert!(report.result.is_ok(), "a throughput call failed");
-                    mine += 1;
+                    match report.result {
+                        Ok(_) => mine += 1,
+                        // Counted out of the rate and shown: a deadline missed on a loaded
+                        // machine is a figure, not a reason to lose the run.
+                        Err(failure) => failed
+                            .lock()
+                            .expect("no panics hold the lock")
+                            .push(failure.kind()),
+                    }
                 }
                 done.fetch_add(mine, Ordering::Relaxed);
             });
@@ -327,6 +335,14 @@ fn calls_per_second(
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
     });
+    let failed = failed.into_inner().expect("no panics hold the lock");
+    if !failed.is_empty() {
+        println!(
+            "  ({} of the throughput calls failed on {threads} thread(s): {:?})",
+            failed.len(),
+            failed.iter().collect::<std::collections::BTreeSet<_>>()
+        );
+    }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
