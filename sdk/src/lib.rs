@@ -100,6 +100,16 @@
 // inside the SDK itself.
 extern crate self as loyalty_sdk;
 
+/// The allocator of a plugin built with the SDK (feature `leaking-allocator`, on by
+/// default): a bump pointer that never frees. Every call runs in a fresh instance whose memory
+/// is dropped after it, so freeing inside a call is work for nothing; memory a call uses still
+/// counts against the host's per-call memory cap.
+#[cfg(all(target_arch = "wasm32", feature = "leaking-allocator"))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::LeakingAllocator> =
+    // SAFETY: a component instance runs on one thread; plugins have no threads of their own.
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::LeakingAllocator::new()) };
+
 pub mod date;
 pub mod json;
 pub mod log;
