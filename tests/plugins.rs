@@ -227,6 +227,8 @@ async fn hostile_plugins_are_contained_through_the_server(backend: Backend) {
     ];
     let mut plugins = plugin_settings();
     plugins.runtime.limits_max.deadline_ms = 30_000;
+    // The production default, which the 1e9-fuel case relies on.
+    plugins.runtime.limits_default.deadline_ms = 50;
     let server = TestServer::start_with_plugins(backend, plugins).await;
     let merchant = server.merchant("Cafe", "CNY").await;
     let key = merchant.key.as_str();

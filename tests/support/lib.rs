@@ -200,6 +200,11 @@ pub fn plugin_settings() -> PluginSettings {
     let mut settings = PluginSettings::default();
     settings.runtime.cache_dir = Some(target_dir().join("plugins").join("test-cache"));
     settings.runtime.component_bytes_max = 48 * 1024 * 1024;
+    // The wall deadline is the operator's ceiling (1 s), not the production default (50 ms):
+    // tests run in parallel on small machines, and a call that a busy scheduler paused for
+    // 50 ms would fall back to the base rate and change the test's exact figures. The tests
+    // of the deadline itself set theirs.
+    settings.runtime.limits_default.deadline_ms = settings.runtime.limits_max.deadline_ms;
     settings
 }
 
