@@ -363,6 +363,16 @@ pub enum Command {
     CampaignActions(crate::campaigns::CampaignActionsCommand),
     /// The dispatcher's effects of a batch of one merchant's events.
     ApplyEvents(Vec<crate::events::EventEffect>),
+    /// Claims webhook deliveries (id, due time read) of the merchant until `lease_until`.
+    ClaimDeliveries {
+        deliveries: Vec<(String, i64)>,
+        lease_until: i64,
+    },
+    /// Records how a delivery attempt ended.
+    RecordDelivery {
+        delivery_id: String,
+        attempt: crate::webhooks::Attempt,
+    },
     /// Exchanges points for a gift: points and stock move together.
     RedeemGift {
         member_id: String,
@@ -772,7 +782,9 @@ impl Command {
             Command::RedeemGift { member_id, .. } => member_id,
             Command::CampaignActions(command) => &command.member_id,
             // Not a member's: one route for the outbox keeps its batches in order.
-            Command::ApplyEvents(_) => "outbox",
+            Command::ApplyEvents(_)
+            | Command::ClaimDeliveries { .. }
+            | Command::RecordDelivery { .. } => "outbox",
         }
     }
 
@@ -850,6 +862,37 @@ impl Command {
             }
             Command::ApplyEvents(effects) => {
                 crate::events::apply_effects(connection, script, &merchant.id, effects, now).await
+            }
+            Command::ClaimDeliveries {
+                deliveries,
+                lease_until,
+            } => {
+                script.flush(connection).await?;
+                let claimed =
+                    crate::webhooks::claim_on(connection, &merchant.id, deliveries, *lease_until)
+                        .await?;
+                Ok(Outcome {
+                    status: 200,
+                    body: serde_json::to_string(&claimed).expect("ids serialize"),
+                })
+            }
+            Command::RecordDelivery {
+                delivery_id,
+                attempt,
+            } => {
+                script.flush(connection).await?;
+                crate::webhooks::record_attempt_on(
+                    connection,
+                    &merchant.id,
+                    delivery_id,
+                    attempt,
+                    now,
+                )
+                .await?;
+                Ok(Outcome {
+                    status: 200,
+                    body: "{}".to_string(),
+                })
             }
             Command::RedeemGift {
                 member_id,

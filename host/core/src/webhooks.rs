@@ -257,14 +257,13 @@ pub struct DueDelivery {
     pub attempts: i64,
 }
 
-/// Claims up to `limit` due deliveries for `lease_micros`: another host (or this one's next
-/// pass) skips them until the lease ends, and takes them over if this host dies.
-pub async fn claim_due_deliveries(
+/// Up to `limit` deliveries due at `now`, with the due time each was read at (the claim's
+/// guard). Reading only: [`claim_on`] takes them.
+pub async fn due_deliveries(
     pool: &AnyPool,
     now: i64,
-    lease_micros: i64,
     limit: i64,
-) -> Result<Vec<DueDelivery>, CoreError> {
+) -> Result<Vec<(DueDelivery, i64)>, CoreError> {
     let rows = sqlx::query(
         "SELECT d.merchant_id, d.id, d.webhook_id, d.event_id, d.attempts, d.next_attempt_at, \
          w.url, w.secret FROM webhook_deliveries d JOIN webhooks w \
@@ -276,32 +275,48 @@ pub async fn claim_due_deliveries(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in rows {
-        let merchant_id: String = row.try_get("merchant_id")?;
-        let id: String = row.try_get("id")?;
-        let due_at: i64 = row.try_get("next_attempt_at")?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                DueDelivery {
+                    merchant_id: row.try_get("merchant_id")?,
+                    id: row.try_get("id")?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                    event_id: row.try_get("event_id")?,
+                    attempts: row.try_get("attempts")?,
+                },
+                row.try_get("next_attempt_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// Claims deliveries (id, the due time read) of one merchant until `lease_until`: another host,
+/// or this one's next pass, skips them until then, and takes them over if this host dies.
+/// Returns the ids claimed (a delivery another host claimed first is left out).
+pub async fn claim_on(
+    connection: &mut sqlx::AnyConnection,
+    merchant_id: &str,
+    deliveries: &[(String, i64)],
+    lease_until: i64,
+) -> Result<Vec<String>, CoreError> {
+    let mut claimed = Vec::with_capacity(deliveries.len());
+    for (id, due_at) in deliveries {
         let taken = sqlx::query(
             "UPDATE webhook_deliveries SET next_attempt_at = $4 WHERE merchant_id = $1 AND id = $2 \
              AND state = 'pending' AND next_attempt_at = $3",
         )
-        .bind(&merchant_id)
-        .bind(&id)
-        .bind(due_at)
-        .bind(now + lease_micros)
-        .execute(pool)
+        .bind(merchant_id)
+        .bind(id)
+        .bind(*due_at)
+        .bind(lease_until)
+        .execute(&mut *connection)
         .await?
         .rows_affected();
         if taken == 1 {
-            claimed.push(DueDelivery {
-                merchant_id,
-                id,
-                webhook_id: row.try_get("webhook_id")?,
-                url: row.try_get("url")?,
-                secret: row.try_get("secret")?,
-                event_id: row.try_get("event_id")?,
-                attempts: row.try_get("attempts")?,
-            });
+            claimed.push(id.clone());
         }
     }
     Ok(claimed)
@@ -318,9 +333,10 @@ pub struct Attempt {
     pub retry_at: Option<i64>,
 }
 
-pub async fn record_attempt(
-    pool: &AnyPool,
-    delivery: &DueDelivery,
+pub async fn record_attempt_on(
+    connection: &mut sqlx::AnyConnection,
+    merchant_id: &str,
+    delivery_id: &str,
     attempt: &Attempt,
     now: i64,
 ) -> Result<(), CoreError> {
@@ -339,15 +355,15 @@ pub async fn record_attempt(
          last_status = $5, last_error = $6, delivered_at = $7, updated_at = $8 \
          WHERE merchant_id = $1 AND id = $2",
     )
-    .bind(&delivery.merchant_id)
-    .bind(&delivery.id)
+    .bind(merchant_id)
+    .bind(delivery_id)
     .bind(state)
     .bind(attempt.retry_at.filter(|_| state == "pending"))
     .bind(attempt.status.map(i64::from))
     .bind(error)
     .bind((state == "delivered").then_some(now))
     .bind(now)
-    .execute(pool)
+    .execute(&mut *connection)
     .await?;
     Ok(())
 }

@@ -212,13 +212,45 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
     let now = state.clock.now();
     // The lease outlasts an attempt, so no other pass takes a delivery while it is in flight.
     let lease_micros = i64::try_from(settings.timeout_ms.saturating_mul(2_000)).unwrap_or(i64::MAX);
-    let due = webhooks::claim_due_deliveries(
-        &state.database.pool,
-        now,
-        lease_micros,
-        DELIVERIES_PER_PASS_MAX,
-    )
-    .await?;
+    // Read here, claimed and recorded through the writer (on SQLite the only writer).
+    let candidates =
+        webhooks::due_deliveries(&state.database.pool, now, DELIVERIES_PER_PASS_MAX).await?;
+    let mut by_merchant: Vec<(String, Vec<(DueDelivery, i64)>)> = Vec::new();
+    for (delivery, due_at) in candidates {
+        match by_merchant
+            .iter_mut()
+            .find(|(merchant_id, _)| merchant_id == &delivery.merchant_id)
+        {
+            Some((_, list)) => list.push((delivery, due_at)),
+            None => by_merchant.push((delivery.merchant_id.clone(), vec![(delivery, due_at)])),
+        }
+    }
+    let mut due = Vec::new();
+    for (merchant_id, list) in by_merchant {
+        let merchant = get_merchant(&state.database.pool, &merchant_id).await?;
+        let outcome = state
+            .writer
+            .submit(Submission {
+                merchant,
+                claim: None,
+                command: Command::ClaimDeliveries {
+                    deliveries: list
+                        .iter()
+                        .map(|(delivery, due_at)| (delivery.id.clone(), *due_at))
+                        .collect(),
+                    lease_until: now.saturating_add(lease_micros),
+                },
+                now,
+            })
+            .await?;
+        let claimed: Vec<String> = serde_json::from_str(&outcome.body)
+            .map_err(|error| CoreError::Internal(format!("a claim's answer: {error}")))?;
+        due.extend(
+            list.into_iter()
+                .map(|(delivery, _)| delivery)
+                .filter(|delivery| claimed.contains(&delivery.id)),
+        );
+    }
     let attempted = due.len();
     let results: Vec<Result<(), CoreError>> = futures::stream::iter(due)
         .map(|delivery| async move { deliver(state, client, &delivery).await })
@@ -285,17 +317,24 @@ async fn deliver(
     if let Some(error) = &error {
         tracing::warn!(delivery = %delivery.id, webhook = %delivery.webhook_id, attempt = attempt_number, %error, "webhook delivery failed");
     }
-    webhooks::record_attempt(
-        &state.database.pool,
-        delivery,
-        &Attempt {
-            status,
-            error,
-            retry_at,
-        },
-        now,
-    )
-    .await
+    let merchant = get_merchant(&state.database.pool, &delivery.merchant_id).await?;
+    state
+        .writer
+        .submit(Submission {
+            merchant,
+            claim: None,
+            command: Command::RecordDelivery {
+                delivery_id: delivery.id.clone(),
+                attempt: Attempt {
+                    status,
+                    error,
+                    retry_at,
+                },
+            },
+            now,
+        })
+        .await
+        .map(|_| ())
 }
 
 fn describe_send_error(error: &reqwest::Error) -> String {
