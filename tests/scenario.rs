@@ -154,6 +154,15 @@ async fn the_programme_end_to_end(backend: Backend) {
         json!({}),
     )
     .await;
+    // A trigger runs as a campaign, never as a store's plugin set.
+    server
+        .put(
+            &format!("/v1/stores/{store}/plugins/campaign-trigger"),
+            key,
+            &json!({"plugins": [{"plugin_id": birthday}]}),
+        )
+        .await
+        .problem(422);
     let template = server
         .post(
             "/v1/coupon-templates",

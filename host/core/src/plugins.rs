@@ -452,6 +452,14 @@ pub async fn set_store_plugins(
 ) -> Result<StorePlugins, CoreError> {
     world_by_name(world)?;
     get_store(pool, merchant_id, store_id).await?;
+    if world == "campaign-trigger" {
+        // A trigger needs a schedule, a budget and caps: it runs as a campaign.
+        return Err(CoreError::Unprocessable(
+            "campaign triggers run as campaigns (POST /v1/campaigns, with stores, schedule, \
+             budget and caps), not as a store's plugin set"
+                .into(),
+        ));
+    }
     let mut errors = Vec::new();
     if request.plugins.len() > STORE_PLUGINS_PER_WORLD_MAX {
         errors.push(FieldError::new(

@@ -244,6 +244,10 @@ async fn enable_plugins(
                 .unwrap_or_else(|| json!({})),
             priority: 0,
         };
+        if world == "campaign-trigger" {
+            // Registered only: a trigger runs as a campaign, not as a store's set.
+            continue;
+        }
         match by_world.iter_mut().find(|(known, _)| *known == world) {
             Some((_, entries)) => entries.push(entry),
             None => by_world.push((world, vec![entry])),
