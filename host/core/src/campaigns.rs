@@ -254,18 +254,7 @@ pub async fn running(
     for row in &rows {
         let campaign = campaign_from_row(row)?;
         let plugin = get_plugin(pool, merchant_id, &campaign.plugin_id).await?;
-        let enabled = EnabledPlugin {
-            plugin_id: plugin.id,
-            name: plugin.name,
-            version: plugin.version,
-            sha256: plugin.sha256,
-            config: campaign.config.clone(),
-            priority: 0,
-            limits: plugin.limits,
-            consecutive_failures: 0,
-            circuit_open: false,
-            circuit_opened_at: None,
-        };
+        let enabled = EnabledPlugin::pinned(plugin, campaign.config.clone());
         running.push((campaign, enabled));
     }
     Ok(running)

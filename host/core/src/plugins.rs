@@ -392,6 +392,25 @@ pub struct EnabledPlugin {
     pub circuit_opened_at: Option<time::OffsetDateTime>,
 }
 
+impl EnabledPlugin {
+    /// A plugin version run outside a store's set (a campaign's trigger, a replay) with
+    /// `config`: no priority, no circuit.
+    pub fn pinned(plugin: Plugin, config: Value) -> EnabledPlugin {
+        EnabledPlugin {
+            plugin_id: plugin.id,
+            name: plugin.name,
+            version: plugin.version,
+            sha256: plugin.sha256,
+            config,
+            priority: 0,
+            limits: plugin.limits,
+            consecutive_failures: 0,
+            circuit_open: false,
+            circuit_opened_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StorePlugins {
     pub store_id: String,

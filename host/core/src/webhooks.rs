@@ -44,6 +44,17 @@ pub struct Webhook {
     pub created_at: time::OffsetDateTime,
 }
 
+impl Webhook {
+    /// Whether an event of `kind` is delivered to this webhook.
+    pub fn subscribes(&self, kind: &str) -> bool {
+        self.active
+            && self
+                .events
+                .iter()
+                .any(|subscribed| subscribed == kind || subscribed == ALL_EVENTS)
+    }
+}
+
 fn validate(input: &NewWebhook) -> Result<(), CoreError> {
     let mut errors = Vec::new();
     let scheme_ok = input.url.starts_with("https://") || input.url.starts_with("http://");
@@ -194,26 +205,6 @@ pub async fn deactivate_webhook(
     .await?;
     transaction.commit().await?;
     get_webhook(pool, merchant_id, id).await
-}
-
-/// The active webhooks of a merchant that subscribe to `kind`.
-pub async fn subscribers(
-    pool: &AnyPool,
-    merchant_id: &str,
-    kind: &str,
-) -> Result<Vec<String>, CoreError> {
-    Ok(list_webhooks(pool, merchant_id)
-        .await?
-        .into_iter()
-        .filter(|webhook| {
-            webhook.active
-                && webhook
-                    .events
-                    .iter()
-                    .any(|subscribed| subscribed == kind || subscribed == ALL_EVENTS)
-        })
-        .map(|webhook| webhook.id)
-        .collect())
 }
 
 /// Records a pending delivery of the event to each webhook, due at once. A delivery that

@@ -163,12 +163,7 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
     for event in &batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
             .iter()
-            .filter(|webhook| {
-                webhook
-                    .events
-                    .iter()
-                    .any(|kind| kind == &event.kind || kind == webhooks::ALL_EVENTS)
-            })
+            .filter(|webhook| webhook.subscribes(&event.kind))
             .map(|webhook| webhook.id.clone())
             .collect();
         let purchase_id = (event.kind == events::PURCHASE_RECORDED)
@@ -231,7 +226,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
         let outcome = state
             .writer
             .submit(Submission {
-                merchant,
+                merchant: merchant.clone(),
                 claim: None,
                 command: Command::ClaimDeliveries {
                     deliveries: list
@@ -248,12 +243,15 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
         due.extend(
             list.into_iter()
                 .map(|(delivery, _)| delivery)
-                .filter(|delivery| claimed.contains(&delivery.id)),
+                .filter(|delivery| claimed.contains(&delivery.id))
+                .map(|delivery| (merchant.clone(), delivery)),
         );
     }
     let attempted = due.len();
     let results: Vec<Result<(), CoreError>> = futures::stream::iter(due)
-        .map(|delivery| async move { deliver(state, client, &delivery).await })
+        .map(
+            |(merchant, delivery)| async move { deliver(state, client, merchant, &delivery).await },
+        )
         .buffer_unordered(DELIVERIES_CONCURRENT_MAX)
         .collect()
         .await;
@@ -266,6 +264,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
 async fn deliver(
     state: &AppState,
     client: &reqwest::Client,
+    merchant: Merchant,
     delivery: &DueDelivery,
 ) -> Result<(), CoreError> {
     let event: Event = events::get_event(
@@ -317,7 +316,6 @@ async fn deliver(
     if let Some(error) = &error {
         tracing::warn!(delivery = %delivery.id, webhook = %delivery.webhook_id, attempt = attempt_number, %error, "webhook delivery failed");
     }
-    let merchant = get_merchant(&state.database.pool, &delivery.merchant_id).await?;
     state
         .writer
         .submit(Submission {

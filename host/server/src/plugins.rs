@@ -281,18 +281,7 @@ impl PluginHost {
         plugin_id: &str,
     ) -> Result<(runtime::Plugin, registry::Plugin), CoreError> {
         let record = registry::get_plugin(&database.pool, merchant_id, plugin_id).await?;
-        let enabled = EnabledPlugin {
-            plugin_id: record.id.clone(),
-            name: record.name.clone(),
-            version: record.version.clone(),
-            sha256: record.sha256.clone(),
-            config: serde_json::json!({}),
-            priority: 0,
-            limits: record.limits.clone(),
-            consecutive_failures: 0,
-            circuit_open: false,
-            circuit_opened_at: None,
-        };
+        let enabled = EnabledPlugin::pinned(record.clone(), serde_json::json!({}));
         Ok((self.plugin(database, merchant_id, &enabled).await?, record))
     }
 
