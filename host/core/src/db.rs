@@ -299,9 +299,18 @@ impl Script {
             self.statements.len() < SCRIPT_STATEMENTS_MAX,
             "script too long"
         );
-        let offset = self.values.len();
-        self.statements.push(renumber(sql, offset));
-        self.values.extend(values);
+        match self.backend {
+            Backend::Sqlite => {
+                let (sql, values) = positional(sql, values);
+                self.statements.push(sql);
+                self.values.extend(values);
+            }
+            Backend::Postgres => {
+                let offset = self.values.len();
+                self.statements.push(renumber(sql, offset));
+                self.values.extend(values);
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -376,6 +385,34 @@ pub fn values_rows(shared: usize, per_row: usize, rows: usize, tail: &str) -> St
         .join(", ")
 }
 
+/// `$k` → `?`, with `values[k - 1]` repeated in the order of the placeholders. SQLite finds a
+/// numbered parameter's index by a linear search of the statement's names, and sqlx looks up
+/// every index from 1 to the highest in each statement of a script, so numbered parameters
+/// cost quadratic time in a long script (measured: 2.5 % of an import's CPU, all of it on the
+/// writer's thread); anonymous ones are bound in one pass. Our SQL has no `$` inside literals.
+fn positional(sql: &str, values: Vec<SqlValue>) -> (String, Vec<SqlValue>) {
+    let mut out = String::with_capacity(sql.len());
+    let mut ordered = Vec::with_capacity(values.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut index = 0usize;
+            while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
+                index = index * 10 + digit as usize;
+                chars.next();
+            }
+            let value = values
+                .get(index.wrapping_sub(1))
+                .unwrap_or_else(|| panic!("${index} has no value in {sql}"));
+            ordered.push(value.clone());
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    (out, ordered)
+}
+
 /// `$k` → `$(k + offset)`. Our SQL has no `$` inside literals.
 fn renumber(sql: &str, offset: usize) -> String {
     if offset == 0 {
@@ -408,6 +445,25 @@ mod tests {
             "($1, $2, $3, $4), ($1, $2, $5, $6)"
         );
         assert_eq!(super::values_rows(1, 1, 1, ", 0"), "($1, $2, 0)");
+    }
+
+    #[test]
+    fn makes_parameters_positional() {
+        let (sql, values) = super::positional(
+            "VALUES ($1, $2), ($1, $3) WHERE x = '$'",
+            vec![1.into(), "two".into(), 3.into()],
+        );
+        assert_eq!(sql, "VALUES (?, ?), (?, ?) WHERE x = '$'");
+        let described: Vec<String> = values.iter().map(|value| format!("{value:?}")).collect();
+        assert_eq!(
+            described,
+            [
+                "Int(Some(1))",
+                "Text(Some(\"two\"))",
+                "Int(Some(1))",
+                "Int(Some(3))"
+            ]
+        );
     }
 
     #[test]

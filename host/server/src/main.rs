@@ -135,7 +135,7 @@ struct OnlineRetailArgs {
     plugin_configs: Vec<(String, serde_json::Value)>,
     /// Purchases and refunds in flight at once, in the data's time order (never two of one
     /// member at once).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = import::CONCURRENCY_DEFAULT)]
     concurrency: usize,
     /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default.
     #[arg(long, default_value_t = 0)]

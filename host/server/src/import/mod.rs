@@ -248,6 +248,11 @@ pub struct RefundOp {
     pub lines: u64,
 }
 
+/// Operations an import keeps in flight by default. Measured on the full Online Retail
+/// import (2 cores, SQLite): 32 → 19.4 s, 64 → 18.2–20.6 s, 256 → 16.7–17.3 s, 1,024 → 18.2 s;
+/// more in flight fills the writer's group commits, until waiting members crowd the queue.
+pub const CONCURRENCY_DEFAULT: usize = 256;
+
 /// How to run an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -269,7 +274,7 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
-            concurrency: 64,
+            concurrency: CONCURRENCY_DEFAULT,
             progress: false,
             plugins: Vec::new(),
             plugin_configs: BTreeMap::new(),
