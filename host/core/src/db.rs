@@ -359,6 +359,26 @@ impl Script {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// A statement written with `$1…$n` and its values, made ready for `connection`'s backend:
+/// on SQLite the parameters become anonymous (see [`positional`]), so a statement with
+/// hundreds of them binds in linear time. Run it with [`bound`].
+pub fn for_connection(
+    connection: &sqlx::AnyConnection,
+    sql: String,
+    values: Vec<SqlValue>,
+) -> (String, Vec<SqlValue>) {
+    if connection.backend_name().eq_ignore_ascii_case("sqlite") {
+        positional(&sql, values)
+    } else {
+        (sql, values)
+    }
+}
+
+/// `sql` with `values` bound in order.
+pub fn bound(sql: &str, values: Vec<SqlValue>) -> AnyQuery<'_> {
+    bind_all(sqlx::query(sql), values)
+}
+
 fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
     for value in values {
         query = match value {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, Script, SqlValue};
+use crate::db::{bound, for_connection, from_unix_micros, new_id, Script, SqlValue};
 use crate::error::CoreError;
 
 /// Every kind of event the host emits. A webhook subscribes to some of them (or `*`).
@@ -178,11 +178,10 @@ pub async fn mark_dispatched(
             "UPDATE events SET dispatched_at = $2 WHERE merchant_id = $1 AND id IN ({})",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id).bind(now);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        query.execute(&mut *connection).await?;
+        let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
+        values.extend(chunk.iter().map(SqlValue::from));
+        let (sql, values) = for_connection(connection, sql, values);
+        bound(&sql, values).execute(&mut *connection).await?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use utoipa::ToSchema;
 
+use crate::db::{bound, for_connection, SqlValue};
 use crate::error::CoreError;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
@@ -62,13 +63,15 @@ pub async fn count_purchases(
              ON CONFLICT (merchant_id, event_id, effect) DO NOTHING RETURNING event_id",
             values.join(", ")
         );
-        let mut query = sqlx::query_scalar::<_, String>(&sql)
-            .bind(merchant_id)
-            .bind(now);
-        for (event_id, _) in chunk {
-            query = query.bind(event_id);
-        }
-        let fresh = query.fetch_all(&mut *connection).await?;
+        let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
+        values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(event_id)));
+        let (sql, values) = for_connection(connection, sql, values);
+        let fresh: Vec<String> = bound(&sql, values)
+            .fetch_all(&mut *connection)
+            .await?
+            .iter()
+            .map(|row| row.try_get("event_id"))
+            .collect::<Result<_, _>>()?;
         claimed.extend(
             chunk
                 .iter()
@@ -92,11 +95,10 @@ pub async fn count_purchases(
              ORDER BY i.purchase_id, i.line",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id);
-        for purchase_id in chunk {
-            query = query.bind(purchase_id);
-        }
-        for row in query.fetch_all(&mut *connection).await? {
+        let mut values: Vec<SqlValue> = vec![merchant_id.into()];
+        values.extend(chunk.iter().map(SqlValue::from));
+        let (sql, values) = for_connection(connection, sql, values);
+        for row in bound(&sql, values).fetch_all(&mut *connection).await? {
             let line = Line {
                 name: row.try_get("name")?,
                 category: row.try_get("category")?,
@@ -167,18 +169,20 @@ pub async fn count_purchases(
                THEN excluded.last_sold_at ELSE item_stats.last_sold_at END",
             values.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id);
+        let mut values: Vec<SqlValue> = vec![merchant_id.into()];
         for (sku, delta) in chunk {
-            query = query
-                .bind(*sku)
-                .bind(&delta.name)
-                .bind(&delta.category)
-                .bind(delta.last_unit_price)
-                .bind(delta.units)
-                .bind(delta.orders)
-                .bind(delta.last_sold_at);
+            values.extend([
+                SqlValue::from(*sku),
+                (&delta.name).into(),
+                (&delta.category).into(),
+                delta.last_unit_price.into(),
+                delta.units.into(),
+                delta.orders.into(),
+                delta.last_sold_at.into(),
+            ]);
         }
-        query.execute(&mut *connection).await?;
+        let (sql, values) = for_connection(connection, sql, values);
+        bound(&sql, values).execute(&mut *connection).await?;
     }
     let pairs: Vec<(&(String, String), &i64)> = pairs.iter().collect();
     for chunk in pairs.chunks(UPSERT_ROWS_MAX) {
@@ -194,11 +198,12 @@ pub async fn count_purchases(
              orders_count = co_purchases.orders_count + excluded.orders_count",
             values.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(merchant_id);
+        let mut values: Vec<SqlValue> = vec![merchant_id.into()];
         for ((sku, other), count) in chunk {
-            query = query.bind(sku).bind(other).bind(**count);
+            values.extend([SqlValue::from(sku), other.into(), (**count).into()]);
         }
-        query.execute(&mut *connection).await?;
+        let (sql, values) = for_connection(connection, sql, values);
+        bound(&sql, values).execute(&mut *connection).await?;
     }
     Ok(())
 }
