@@ -54,6 +54,29 @@ pub async fn run_points_lifecycle(state: &AppState) -> Result<LifecycleRun, Core
     Ok(run)
 }
 
+/// How often the host looks for PostgreSQL tables with stale statistics.
+pub const STATISTICS_CHECK_INTERVAL_SECONDS: u64 = 10;
+
+/// On PostgreSQL, keeps the planner's statistics fresh forever (see
+/// [`loyalty_core::db::refresh_statistics`]); on SQLite it returns at once.
+pub async fn refresh_statistics_forever(state: AppState) {
+    if state.database.backend != loyalty_core::Backend::Postgres {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(STATISTICS_CHECK_INTERVAL_SECONDS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match loyalty_core::db::refresh_statistics(&state.database).await {
+            Ok(tables) if !tables.is_empty() => {
+                tracing::debug!(?tables, "refreshed planner statistics")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "refreshing planner statistics failed"),
+        }
+    }
+}
+
 /// Runs the jobs forever at `interval`.
 pub async fn run_forever(state: AppState, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);

@@ -394,6 +394,7 @@ async fn serve(
         Duration::from_secs(lifecycle_interval_seconds.max(1)),
     ));
     tokio::spawn(dispatch::run_forever(state.clone()));
+    tokio::spawn(jobs::refresh_statistics_forever(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

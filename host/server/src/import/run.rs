@@ -102,6 +102,9 @@ pub async fn run(
         members,
         progress: progress.clone(),
     });
+    // A long import on PostgreSQL grows tables from nothing: keep the planner's statistics
+    // up with them, as `loyalty serve` does.
+    let statistics = tokio::spawn(crate::jobs::refresh_statistics_forever(state.clone()));
     let tally = dispatch(
         context,
         plan.members,
@@ -109,7 +112,9 @@ pub async fn run(
         &skip_cancellations,
         options.concurrency.max(1),
     )
-    .await?;
+    .await;
+    statistics.abort();
+    let tally = tally?;
     progress.finish_and_clear();
 
     summary.purchases_imported += tally.purchases_imported;
