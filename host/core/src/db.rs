@@ -61,12 +61,14 @@ impl Database {
             .after_connect(move |connection, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Postgres {
-                        // Plan every execution with its real parameters: a generic plan cached
-                        // while a table was nearly empty (a sequential scan) would otherwise
-                        // stay in use as the table grows, until the next ANALYZE.
-                        connection
-                            .execute("SET plan_cache_mode = force_custom_plan")
-                            .await?;
+                        // PostgreSQL's own choice between cached generic and per-execution
+                        // plans, whatever the server's default. Forcing per-execution plans
+                        // (as we did while a plan cached on a nearly empty table could outlive
+                        // its growth) cost a planning per read; the host's statistics refresh
+                        // (`refresh_statistics`) now invalidates such plans as tables grow.
+                        // Measured on the plugin benchmark on PostgreSQL: plugin ÷ built-in
+                        // 0.906 and 0.879 with `auto`, 0.773 with `force_custom_plan`.
+                        connection.execute("SET plan_cache_mode = auto").await?;
                     }
                     if backend == Backend::Sqlite {
                         // WAL so readers never block the writer; FULL so an acknowledged commit
