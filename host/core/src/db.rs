@@ -14,6 +14,10 @@ pub const POOL_CONNECTIONS_MAX: u32 = 16;
 pub const SLOW_STATEMENT_MS: u64 = 500;
 /// Page cache per SQLite connection, in KiB.
 pub const SQLITE_CACHE_KIB: u32 = 64 * 1024;
+/// How much of the database file SQLite reads through a memory map rather than `read` calls.
+/// A pooled reader's page cache is emptied whenever a write lands between its reads (WAL), so
+/// without a map every read after a write copies its pages in again with system calls.
+pub const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 /// WAL pages after which a commit checkpoints (SQLite's own mechanism: a checkpoint run by
 /// the committing connection can also restart the WAL, which a background one competing with
 /// readers rarely can, and then the WAL grows without bound).
@@ -82,7 +86,8 @@ impl Database {
                                      PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
                                      PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
                                      PRAGMA journal_size_limit = {SQLITE_WAL_BYTES_KEPT}; \
-                                     PRAGMA temp_store = MEMORY;"
+                                     PRAGMA temp_store = MEMORY; \
+                                     PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
                                 )
                                 .as_str(),
                             )
