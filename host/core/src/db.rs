@@ -444,7 +444,7 @@ pub async fn refresh_statistics(database: &Database) -> Result<Vec<String>, Core
     .await?;
     let mut analyzed = Vec::with_capacity(stale.len());
     for (table,) in stale {
-        // The name comes quoted from quote_ident, so it is one identifier whatever it holds.
+        // Schema and table come quoted by quote_ident, so the name is exactly that table.
         sqlx::query(&format!("ANALYZE {table}"))
             .execute(&database.pool)
             .await?;
