@@ -366,10 +366,34 @@ impl Script {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// A statement written with `$1…$n` and its values, made ready for `connection`'s backend:
-/// on SQLite the parameters become anonymous (see [`positional`]), so a statement with
-/// hundreds of them binds in linear time. Run it with [`bound`].
-pub fn for_connection(
+/// Runs `sql`, written with `$1…$n`, with `values` on `connection`. On SQLite the parameters
+/// become anonymous first (see [`positional`]), so a statement with hundreds of them binds in
+/// linear time.
+pub async fn execute_numbered(
+    connection: &mut sqlx::AnyConnection,
+    sql: String,
+    values: Vec<SqlValue>,
+) -> Result<(), CoreError> {
+    let (sql, values) = for_connection(connection, sql, values);
+    bind_all(sqlx::query(&sql), values)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// [`execute_numbered`] for a statement whose rows are read.
+pub async fn fetch_numbered(
+    connection: &mut sqlx::AnyConnection,
+    sql: String,
+    values: Vec<SqlValue>,
+) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
+    let (sql, values) = for_connection(connection, sql, values);
+    Ok(bind_all(sqlx::query(&sql), values)
+        .fetch_all(&mut *connection)
+        .await?)
+}
+
+fn for_connection(
     connection: &sqlx::AnyConnection,
     sql: String,
     values: Vec<SqlValue>,
@@ -379,11 +403,6 @@ pub fn for_connection(
     } else {
         (sql, values)
     }
-}
-
-/// `sql` with `values` bound in order.
-pub fn bound(sql: &str, values: Vec<SqlValue>) -> AnyQuery<'_> {
-    bind_all(sqlx::query(sql), values)
 }
 
 fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{bound, for_connection, from_unix_micros, new_id, Script, SqlValue};
+use crate::db::{execute_numbered, from_unix_micros, new_id, Script, SqlValue};
 use crate::error::CoreError;
 
 /// Every kind of event the host emits. A webhook subscribes to some of them (or `*`).
@@ -180,8 +180,7 @@ pub async fn mark_dispatched(
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(SqlValue::from));
-        let (sql, values) = for_connection(connection, sql, values);
-        bound(&sql, values).execute(&mut *connection).await?;
+        execute_numbered(connection, sql, values).await?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{bound, for_connection, SqlValue};
+use crate::db::{execute_numbered, fetch_numbered, SqlValue};
 use crate::error::CoreError;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
@@ -65,9 +65,7 @@ pub async fn count_purchases(
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(event_id)));
-        let (sql, values) = for_connection(connection, sql, values);
-        let fresh: Vec<String> = bound(&sql, values)
-            .fetch_all(&mut *connection)
+        let fresh: Vec<String> = fetch_numbered(connection, sql, values)
             .await?
             .iter()
             .map(|row| row.try_get("event_id"))
@@ -97,8 +95,7 @@ pub async fn count_purchases(
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into()];
         values.extend(chunk.iter().map(SqlValue::from));
-        let (sql, values) = for_connection(connection, sql, values);
-        for row in bound(&sql, values).fetch_all(&mut *connection).await? {
+        for row in fetch_numbered(connection, sql, values).await? {
             let line = Line {
                 name: row.try_get("name")?,
                 category: row.try_get("category")?,
@@ -181,8 +178,7 @@ pub async fn count_purchases(
                 delta.last_sold_at.into(),
             ]);
         }
-        let (sql, values) = for_connection(connection, sql, values);
-        bound(&sql, values).execute(&mut *connection).await?;
+        execute_numbered(connection, sql, values).await?;
     }
     let pairs: Vec<(&(String, String), &i64)> = pairs.iter().collect();
     for chunk in pairs.chunks(UPSERT_ROWS_MAX) {
@@ -202,8 +198,7 @@ pub async fn count_purchases(
         for ((sku, other), count) in chunk {
             values.extend([SqlValue::from(sku), other.into(), (**count).into()]);
         }
-        let (sql, values) = for_connection(connection, sql, values);
-        bound(&sql, values).execute(&mut *connection).await?;
+        execute_numbered(connection, sql, values).await?;
     }
     Ok(())
 }
