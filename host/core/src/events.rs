@@ -235,8 +235,8 @@ pub struct EventEffect {
     pub kind: String,
     /// Webhooks that get a delivery of it.
     pub webhook_ids: Vec<String>,
-    /// For `purchase.recorded`: the purchase to count into the item statistics.
-    pub purchase_id: Option<String>,
+    /// For `purchase.recorded`: the purchase's items, to count into the item statistics.
+    pub basket: Option<crate::items::Basket>,
 }
 
 /// The effects of a batch of one merchant's events, and marking them dispatched — one
@@ -263,13 +263,13 @@ pub async fn apply_effects(
             .await?;
         }
     }
-    let purchases: Vec<(String, String)> = effects
+    let purchases: Vec<(&str, &crate::items::Basket)> = effects
         .iter()
         .filter_map(|effect| {
             effect
-                .purchase_id
-                .clone()
-                .map(|purchase_id| (effect.event_id.clone(), purchase_id))
+                .basket
+                .as_ref()
+                .map(|basket| (effect.event_id.as_str(), basket))
         })
         .collect();
     if !purchases.is_empty() {

@@ -23,12 +23,68 @@ pub const CANDIDATES_PER_KIND_MAX: i64 = 100;
 /// History lines a recommendation reads.
 pub const HISTORY_LINES_MAX: i64 = 50;
 
-struct Line {
+/// One distinct item of a purchase, its lines summed.
+#[derive(Debug, Clone)]
+pub struct BasketLine {
     name: Option<String>,
     category: Option<String>,
     quantity: i64,
     unit_price: i64,
     total: i64,
+}
+
+/// What a purchase adds to the item statistics: when it happened and its items by SKU.
+#[derive(Debug, Clone, Default)]
+pub struct Basket {
+    occurred_at: i64,
+    items: BTreeMap<String, BasketLine>,
+}
+
+/// The baskets of a merchant's purchases, by purchase id. A purchase's lines never change
+/// once written (a refund only counts returned quantities), so the dispatcher reads them from
+/// the pool before its writer command, and the command spends the write lock on writes only.
+pub async fn purchase_baskets(
+    pool: &AnyPool,
+    merchant_id: &str,
+    purchase_ids: &[String],
+) -> Result<BTreeMap<String, Basket>, CoreError> {
+    let mut baskets: BTreeMap<String, Basket> = BTreeMap::new();
+    for chunk in purchase_ids.chunks(UPSERT_ROWS_MAX) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|index| format!("${}", index + 2))
+            .collect();
+        let sql = format!(
+            "SELECT i.purchase_id, i.sku, i.name, i.category, i.quantity, i.unit_price, i.total, \
+             p.occurred_at FROM purchase_items i JOIN purchases p ON p.merchant_id = i.merchant_id \
+             AND p.id = i.purchase_id WHERE i.merchant_id = $1 AND i.purchase_id IN ({}) \
+             ORDER BY i.purchase_id, i.line",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(merchant_id);
+        for purchase_id in chunk {
+            query = query.bind(purchase_id);
+        }
+        for row in query.fetch_all(pool).await? {
+            let line = BasketLine {
+                name: row.try_get("name")?,
+                category: row.try_get("category")?,
+                quantity: row.try_get("quantity")?,
+                unit_price: row.try_get("unit_price")?,
+                total: row.try_get("total")?,
+            };
+            let basket = baskets.entry(row.try_get("purchase_id")?).or_default();
+            basket.occurred_at = row.try_get("occurred_at")?;
+            basket
+                .items
+                .entry(row.try_get("sku")?)
+                .and_modify(|seen: &mut BasketLine| {
+                    seen.quantity += line.quantity;
+                    seen.total += line.total;
+                })
+                .or_insert(line);
+        }
+    }
+    Ok(baskets)
 }
 
 /// What a batch adds to one item's statistics.
@@ -44,16 +100,16 @@ struct ItemDelta {
 }
 
 /// Counts purchases into the item statistics, each once for its event: `purchases` holds
-/// (event id, purchase id). The whole batch costs a handful of statements: one claim of the
-/// events, one read of their lines, and multi-row upserts of the summed counts (a pair bought
-/// together in several of the batch's purchases is one row).
+/// (event id, basket), the baskets read beforehand by [`purchase_baskets`]. The whole batch
+/// costs a handful of statements: one claim of the events and multi-row upserts of the summed
+/// counts (a pair bought together in several of the batch's purchases is one row).
 pub async fn count_purchases(
     connection: &mut AnyConnection,
     merchant_id: &str,
-    purchases: &[(String, String)],
+    purchases: &[(&str, &Basket)],
     now: i64,
 ) -> Result<(), CoreError> {
-    let mut claimed: Vec<String> = Vec::new();
+    let mut claimed: Vec<&Basket> = Vec::new();
     for chunk in purchases.chunks(UPSERT_ROWS_MAX) {
         let values: Vec<String> = (0..chunk.len())
             .map(|index| format!("($1, ${}, 'item_stats', $2)", index + 3))
@@ -64,7 +120,7 @@ pub async fn count_purchases(
             values.join(", ")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
-        values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(event_id)));
+        values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(*event_id)));
         let fresh: Vec<String> = fetch_numbered(connection, sql, values)
             .await?
             .iter()
@@ -73,53 +129,16 @@ pub async fn count_purchases(
         claimed.extend(
             chunk
                 .iter()
-                .filter(|(event_id, _)| fresh.contains(event_id))
-                .map(|(_, purchase_id)| purchase_id.clone()),
+                .filter(|(event_id, _)| fresh.iter().any(|fresh| fresh == event_id))
+                .map(|(_, basket)| *basket),
         );
     }
     if claimed.is_empty() {
         return Ok(());
     }
-    // purchase id → (occurred_at, sku → line)
-    let mut baskets: BTreeMap<String, (i64, BTreeMap<String, Line>)> = BTreeMap::new();
-    for chunk in claimed.chunks(UPSERT_ROWS_MAX) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|index| format!("${}", index + 2))
-            .collect();
-        let sql = format!(
-            "SELECT i.purchase_id, i.sku, i.name, i.category, i.quantity, i.unit_price, i.total, \
-             p.occurred_at FROM purchase_items i JOIN purchases p ON p.merchant_id = i.merchant_id \
-             AND p.id = i.purchase_id WHERE i.merchant_id = $1 AND i.purchase_id IN ({}) \
-             ORDER BY i.purchase_id, i.line",
-            placeholders.join(", ")
-        );
-        let mut values: Vec<SqlValue> = vec![merchant_id.into()];
-        values.extend(chunk.iter().map(SqlValue::from));
-        for row in fetch_numbered(connection, sql, values).await? {
-            let line = Line {
-                name: row.try_get("name")?,
-                category: row.try_get("category")?,
-                quantity: row.try_get("quantity")?,
-                unit_price: row.try_get("unit_price")?,
-                total: row.try_get("total")?,
-            };
-            let basket = baskets
-                .entry(row.try_get("purchase_id")?)
-                .or_insert_with(|| (0, BTreeMap::new()));
-            basket.0 = row.try_get("occurred_at")?;
-            basket
-                .1
-                .entry(row.try_get("sku")?)
-                .and_modify(|seen: &mut Line| {
-                    seen.quantity += line.quantity;
-                    seen.total += line.total;
-                })
-                .or_insert(line);
-        }
-    }
     let mut deltas: BTreeMap<String, ItemDelta> = BTreeMap::new();
     let mut pairs: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for (occurred_at, items) in baskets.values() {
+    for Basket { occurred_at, items } in claimed {
         for (sku, line) in items {
             let delta = deltas.entry(sku.clone()).or_default();
             if *occurred_at >= delta.last_sold_at {
@@ -132,7 +151,7 @@ pub async fn count_purchases(
             delta.orders += 1;
         }
         // Pairs among the basket's costliest items, both directions.
-        let mut ranked: Vec<(&String, &Line)> = items.iter().collect();
+        let mut ranked: Vec<(&String, &BasketLine)> = items.iter().collect();
         ranked.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(b.0)));
         ranked.truncate(CO_PURCHASE_ITEMS_MAX);
         for (a, _) in &ranked {

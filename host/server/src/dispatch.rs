@@ -6,13 +6,14 @@
 //! Signature: `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A receiver recomputes it over the raw body and rejects old timestamps (replays).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use loyalty_core::events::EventEffect;
 use loyalty_core::events::{self, Event, DISPATCH_BATCH_MAX};
+use loyalty_core::items::{self, Basket};
 use loyalty_core::merchants::{get_merchant, Merchant};
 use loyalty_core::operations::Command;
 use loyalty_core::webhooks::{self, Attempt, DueDelivery, Webhook};
@@ -161,6 +162,20 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
     // The rest goes through the writer, one command per merchant: on SQLite a transaction
     // of the dispatcher's own would compete with the writer's purchases for the one write
     // lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
+    // The purchases' items, read before the writer commands so they hold the write lock
+    // for writes only.
+    let mut baskets: HashMap<String, BTreeMap<String, Basket>> = HashMap::new();
+    for merchant_id in hooks.keys() {
+        let purchase_ids: Vec<String> = batch
+            .iter()
+            .filter(|event| &event.merchant_id == merchant_id)
+            .filter_map(purchase_of)
+            .collect();
+        if !purchase_ids.is_empty() {
+            let read = items::purchase_baskets(&database.pool, merchant_id, &purchase_ids).await?;
+            baskets.insert(merchant_id.clone(), read);
+        }
+    }
     let mut effects: Vec<(String, Vec<EventEffect>)> = Vec::new();
     for event in &batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
@@ -168,14 +183,16 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             .filter(|webhook| webhook.subscribes(&event.kind))
             .map(|webhook| webhook.id.clone())
             .collect();
-        let purchase_id = (event.kind == events::PURCHASE_RECORDED)
-            .then(|| event.data["purchase_id"].as_str().map(str::to_string))
-            .flatten();
+        let basket = purchase_of(event).and_then(|purchase_id| {
+            baskets
+                .get_mut(&event.merchant_id)
+                .and_then(|baskets| baskets.remove(&purchase_id))
+        });
         let effect = EventEffect {
             event_id: event.id.clone(),
             kind: event.kind.clone(),
             webhook_ids: subscribed,
-            purchase_id,
+            basket,
         };
         match effects
             .iter_mut()
@@ -358,6 +375,13 @@ pub fn client(settings: &DeliverySettings) -> reqwest::Client {
         .user_agent(concat!("loyalty-host/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client's settings are valid")
+}
+
+/// The purchase a `purchase.recorded` event counts into the item statistics.
+fn purchase_of(event: &Event) -> Option<String> {
+    (event.kind == events::PURCHASE_RECORDED)
+        .then(|| event.data["purchase_id"].as_str().map(str::to_string))
+        .flatten()
 }
 
 /// Dispatches and delivers forever; idles `idle_poll_ms` after a pass that found no backlog.
