@@ -833,7 +833,96 @@ async fn recommendations_rank_candidates_from_history(backend: Backend) {
     server.verify().await;
 }
 
+/// A dispatcher pass larger than one writer command (256 events) still counts every purchase
+/// once: the pass goes in several commands, and a pass run again counts nothing twice.
+async fn a_pass_of_several_commands_counts_each_purchase_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let merchant = server.merchant("Cafe", "CNY").await;
+    let key = &merchant.key;
+    let store = server.store(key).await;
+    let member = server
+        .post("/v1/members", key, &json!({"phone": "13800000009"}))
+        .await
+        .id();
+    let purchases: i64 = 300;
+    for _ in 0..purchases {
+        purchase_lines(
+            &server,
+            key,
+            &member,
+            &store,
+            &[
+                ("latte", "coffee", 1, "28.00"),
+                ("croissant", "bakery", 2, "15.00"),
+            ],
+        )
+        .await;
+    }
+    let pool = &server.state.database.pool;
+    let undispatched = move || async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE dispatched_at IS NULL")
+            .fetch_one(pool)
+            .await
+            .expect("counts events")
+    };
+    let waiting = undispatched().await;
+    assert!(
+        waiting > i64::try_from(loyalty_core::events::EFFECTS_PER_COMMAND_MAX).expect("small"),
+        "the pass needs more than one command, {waiting} events"
+    );
+    let taken = loyalty_host::dispatch::dispatch_events(&server.state)
+        .await
+        .expect("dispatches");
+    assert_eq!(
+        i64::try_from(taken).expect("small"),
+        waiting,
+        "one pass takes them all"
+    );
+    assert_eq!(undispatched().await, 0);
+    let counted = move || async move {
+        let items: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT sku, units_sold, orders_count FROM item_stats ORDER BY sku")
+                .fetch_all(pool)
+                .await
+                .expect("item stats");
+        let pairs: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT sku, other_sku, orders_count FROM co_purchases ORDER BY sku, other_sku",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("co-purchases");
+        (items, pairs)
+    };
+    let expected = (
+        vec![
+            ("croissant".to_string(), 2 * purchases, purchases),
+            ("latte".to_string(), purchases, purchases),
+        ],
+        vec![
+            ("croissant".to_string(), "latte".to_string(), purchases),
+            ("latte".to_string(), "croissant".to_string(), purchases),
+        ],
+    );
+    assert_eq!(counted().await, expected);
+    sqlx::query("UPDATE events SET dispatched_at = NULL")
+        .execute(pool)
+        .await
+        .expect("reset");
+    loyalty_host::dispatch::dispatch_events(&server.state)
+        .await
+        .expect("dispatches again");
+    assert_eq!(
+        counted().await,
+        expected,
+        "counted once, however often dispatched"
+    );
+    server.verify().await;
+}
+
 mod recommendations {
     use super::*;
-    backend_tests!(recommendations_rank_candidates_from_history);
+    backend_tests!(
+        recommendations_rank_candidates_from_history,
+        a_pass_of_several_commands_counts_each_purchase_once,
+    );
 }
