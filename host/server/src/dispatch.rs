@@ -88,8 +88,9 @@ pub fn signature(secret: &str, timestamp_seconds: i64, body: &[u8]) -> String {
 }
 
 /// Takes up to one batch of undispatched events and applies their effects: campaign triggers,
-/// then per merchant one writer command (a delivery per subscribed webhook, purchases counted
-/// into the item statistics, the events marked dispatched). Returns how many it took.
+/// then per merchant writer commands of at most [`events::EFFECTS_PER_COMMAND_MAX`] events (a
+/// delivery per subscribed webhook, purchases counted into the item statistics, the events
+/// marked dispatched). Returns how many it took.
 pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
     let database = &state.database;
     let batch = events::undispatched(&database.pool, DISPATCH_BATCH_MAX).await?;
@@ -159,9 +160,6 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             }
         }
     }
-    // The rest goes through the writer, one command per merchant: on SQLite a transaction
-    // of the dispatcher's own would compete with the writer's purchases for the one write
-    // lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
     // The purchases' items, read before the writer commands so they hold the write lock
     // for writes only.
     let mut baskets: HashMap<String, BTreeMap<String, Basket>> = HashMap::new();
@@ -176,6 +174,9 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             baskets.insert(merchant_id.clone(), read);
         }
     }
+    // The rest goes through the writer, in commands of one merchant's events: on SQLite a
+    // transaction of the dispatcher's own would compete with the writer's purchases for the
+    // one write lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
     let mut effects: Vec<(String, Vec<EventEffect>)> = Vec::new();
     for event in &batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
@@ -207,13 +208,18 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             Some((merchant, _)) => merchant.clone(),
             None => get_merchant(&database.pool, &merchant_id).await?,
         };
-        for chunk in list.chunks(events::EFFECTS_PER_COMMAND_MAX) {
+        let mut list = list.into_iter().peekable();
+        while list.peek().is_some() {
+            let chunk = list
+                .by_ref()
+                .take(events::EFFECTS_PER_COMMAND_MAX)
+                .collect();
             state
                 .writer
                 .submit(Submission {
                     merchant: merchant.clone(),
                     claim: None,
-                    command: Command::ApplyEvents(chunk.to_vec()),
+                    command: Command::ApplyEvents(chunk),
                     now,
                 })
                 .await?;
