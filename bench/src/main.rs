@@ -339,6 +339,12 @@ async fn bench_server(
     let result = async {
         let admin = setup_merchant(&server).await?;
         let server_pid = server.child.id();
+        let ceiling = http_ceiling(&admin.api, params).await?;
+        println!(
+            "  ceiling: GET /v1/merchant {ceiling:.0} requests/s from the same clients \
+             ({:.2} of the bare commit rate; no purchase can be faster than this request)",
+            ceiling / bare
+        );
         let mut rows = Vec::new();
         for spread in [false, true] {
             let row = scenario(backend, &admin, server_pid, spread, bare, params, url)
@@ -970,6 +976,39 @@ async fn scenario(
         row.elapsed.as_secs_f64()
     );
     Ok(row)
+}
+
+/// Seconds the ceiling is measured for, at most (the scenario's duration if shorter).
+const CEILING_SECONDS_MAX: f64 = 5.0;
+
+/// Requests/s of the cheapest authenticated request, the merchant's own record (served from
+/// the key cache, no write), from the same clients: what the HTTP path and this machine's two
+/// cores allow before a purchase does any work of its own.
+async fn http_ceiling(api: &Api, params: Params) -> Result<f64> {
+    let seconds = params.duration.as_secs_f64().min(CEILING_SECONDS_MAX);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..params.clients {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut served = 0u64;
+            while Instant::now() < deadline {
+                api.get("/v1/merchant").await?;
+                served += 1;
+            }
+            Ok::<u64, String>(served)
+        }));
+    }
+    let mut served = 0;
+    for task in tasks {
+        served += task
+            .await
+            .expect("ceiling task panicked")
+            .map_err(|e| anyhow!(e))
+            .context("measuring the HTTP ceiling")?;
+    }
+    Ok(served as f64 / start.elapsed().as_secs_f64())
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
