@@ -13,8 +13,8 @@ use crate::db::{execute_numbered, fetch_numbered, SqlValue};
 use crate::error::CoreError;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
-/// first): n items make n × (n - 1) pair rows, so a basket of 500 lines must not make 250,000
-/// (12 make at most 132 upserts a purchase).
+/// first): n items make n × (n - 1) / 2 pairs, so a basket of 500 lines must not make 124,750
+/// (12 make at most 66 upserts a purchase).
 pub const CO_PURCHASE_ITEMS_MAX: usize = 12;
 /// Rows per multi-row upsert.
 const UPSERT_ROWS_MAX: usize = 100;
@@ -150,13 +150,14 @@ pub async fn count_purchases(
             delta.units += line.quantity;
             delta.orders += 1;
         }
-        // Pairs among the basket's costliest items, both directions.
+        // Pairs among the basket's costliest items, each once with the lesser SKU first
+        // (readers look a pair up from either side).
         let mut ranked: Vec<(&String, &BasketLine)> = items.iter().collect();
         ranked.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(b.0)));
         ranked.truncate(CO_PURCHASE_ITEMS_MAX);
         for (a, _) in &ranked {
             for (b, _) in &ranked {
-                if a != b {
+                if a < b {
                     *pairs.entry(((*a).clone(), (*b).clone())).or_default() += 1;
                 }
             }
@@ -290,17 +291,26 @@ pub async fn candidates(
 ) -> Result<Vec<ItemFeatures>, CoreError> {
     let mut co_counts: BTreeMap<String, i64> = BTreeMap::new();
     if !recent.is_empty() {
-        let placeholders: Vec<String> = (0..recent.len())
-            .map(|index| format!("${}", index + 2))
-            .collect();
+        // A pair is stored once, on either side: the recent item may be its first or its
+        // second SKU. The list is bound twice, once for each side.
+        let placeholders = |first: usize| -> String {
+            (first..first + recent.len())
+                .map(|index| format!("${index}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let sql = format!(
-            "SELECT other_sku, CAST(SUM(orders_count) AS BIGINT) AS together FROM co_purchases \
-             WHERE merchant_id = $1 AND sku IN ({}) GROUP BY other_sku \
-             ORDER BY together DESC, other_sku LIMIT {CANDIDATES_PER_KIND_MAX}",
-            placeholders.join(", ")
+            "SELECT other, CAST(SUM(orders_count) AS BIGINT) AS together FROM (\
+             SELECT other_sku AS other, orders_count FROM co_purchases \
+             WHERE merchant_id = $1 AND sku IN ({}) \
+             UNION ALL SELECT sku AS other, orders_count FROM co_purchases \
+             WHERE merchant_id = $1 AND other_sku IN ({})) AS pairs GROUP BY other \
+             ORDER BY together DESC, other LIMIT {CANDIDATES_PER_KIND_MAX}",
+            placeholders(2),
+            placeholders(2 + recent.len())
         );
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql).bind(merchant_id);
-        for sku in recent {
+        for sku in recent.iter().chain(recent) {
             query = query.bind(sku);
         }
         co_counts.extend(query.fetch_all(pool).await?);
