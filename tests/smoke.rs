@@ -88,4 +88,72 @@ async fn stale_statistics_are_refreshed(backend: Backend) {
     assert!(estimate >= rows, "estimate {estimate} after {rows} rows");
 }
 
-backend_tests!(purchase_and_refund, stale_statistics_are_refreshed);
+/// On PostgreSQL, lots analysed while one member held them all must not teach the planner that
+/// a member's condition selects every lot: the cached (generic) plan of a member's earliest
+/// lot uses the member's index, not a walk of the merchant-wide expiry index. SQLite keeps no
+/// such statistics.
+async fn skewed_lot_statistics_keep_member_plans(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let pool = &server.state.database.pool;
+    let insert_lots = |member: &'static str, first: i64, count: i64, members: i64| {
+        sqlx::query(
+            "INSERT INTO point_lots (merchant_id, id, member_id, transaction_id, state, earned, \
+             remaining, activates_at, expires_at, created_at) SELECT 'mer_skew', \
+             'lot_' || (n + $2), $1 || (n % $4), 'txn', 'active', 10, 10, 0, n + $2, 0 \
+             FROM generate_series(1, $3) AS n",
+        )
+        .bind(member)
+        .bind(first)
+        .bind(count)
+        .bind(members)
+        .execute(pool)
+    };
+    insert_lots("mem_big_", 0, 6_000, 1)
+        .await
+        .expect("one member's lots");
+    sqlx::query("ANALYZE point_lots")
+        .execute(pool)
+        .await
+        .expect("analyze");
+    insert_lots("mem_small_", 1_000_000, 3_000, 1_500)
+        .await
+        .expect("many members' lots");
+    let mut connection = pool.acquire().await.expect("a connection");
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .expect("generic plans");
+    sqlx::query(
+        "PREPARE earliest (text, text) AS SELECT MIN(expires_at) FROM point_lots \
+         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
+         AND expires_at IS NOT NULL",
+    )
+    .execute(&mut *connection)
+    .await
+    .expect("prepare");
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN EXECUTE earliest ('mer_skew', 'mem_small_7')")
+            .fetch_all(&mut *connection)
+            .await
+            .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("point_lots_member"), "{plan}");
+    assert!(!plan.contains("point_lots_expiry"), "{plan}");
+    sqlx::query("DEALLOCATE earliest")
+        .execute(&mut *connection)
+        .await
+        .expect("deallocate");
+    sqlx::query("RESET plan_cache_mode")
+        .execute(&mut *connection)
+        .await
+        .expect("reset");
+}
+
+backend_tests!(
+    purchase_and_refund,
+    stale_statistics_are_refreshed,
+    skewed_lot_statistics_keep_member_plans
+);
