@@ -434,6 +434,15 @@ fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
     query
 }
 
+/// `$first, $first+1, …`: `count` parameters for an `IN (…)` list.
+/// `numbered_list(2, 3)` is `$2, $3, $4`.
+pub fn numbered_list(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|index| format!("${index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The `VALUES` rows of a multi-row INSERT: each row starts with the `shared` parameters
 /// `$1…$shared`, then takes its own `per_row` parameters in order, then `tail` (literals).
 /// `values_rows(2, 2, 2, "")` is `($1, $2, $3, $4), ($1, $2, $5, $6)`.
@@ -551,6 +560,12 @@ mod tests {
             "($1, $2, $3, $4), ($1, $2, $5, $6)"
         );
         assert_eq!(super::values_rows(1, 1, 1, ", 0"), "($1, $2, 0)");
+    }
+
+    #[test]
+    fn builds_numbered_lists() {
+        assert_eq!(super::numbered_list(2, 3), "$2, $3, $4");
+        assert_eq!(super::numbered_list(5, 1), "$5");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{execute_numbered, from_unix_micros, new_id, Script, SqlValue};
+use crate::db::{execute_numbered, from_unix_micros, new_id, numbered_list, Script, SqlValue};
 use crate::error::CoreError;
 
 /// Every kind of event the host emits. A webhook subscribes to some of them (or `*`).
@@ -177,12 +177,9 @@ pub async fn mark_dispatched(
     now: i64,
 ) -> Result<(), CoreError> {
     for chunk in event_ids.chunks(EFFECTS_PER_COMMAND_MAX) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|index| format!("${}", index + 3))
-            .collect();
         let sql = format!(
             "UPDATE events SET dispatched_at = $2 WHERE merchant_id = $1 AND id IN ({})",
-            placeholders.join(", ")
+            numbered_list(3, chunk.len())
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(SqlValue::from));

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{execute_numbered, fetch_numbered, SqlValue};
+use crate::db::{execute_numbered, fetch_numbered, numbered_list, values_rows, SqlValue};
 use crate::error::CoreError;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
@@ -38,14 +38,6 @@ pub struct BasketLine {
 pub struct Basket {
     occurred_at: i64,
     items: BTreeMap<String, BasketLine>,
-}
-
-/// `$first, $first+1, …`, `count` parameters for an `IN (…)` list.
-fn numbered_list(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|index| format!("${index}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The baskets of a merchant's purchases, by purchase id. A purchase's lines never change
@@ -120,13 +112,10 @@ pub async fn count_purchases(
 ) -> Result<(), CoreError> {
     let mut claimed: Vec<&Basket> = Vec::new();
     for chunk in purchases.chunks(UPSERT_ROWS_MAX) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|index| format!("($1, ${}, 'item_stats', $2)", index + 3))
-            .collect();
         let sql = format!(
-            "INSERT INTO event_effects (merchant_id, event_id, effect, created_at) VALUES {} \
+            "INSERT INTO event_effects (merchant_id, created_at, event_id, effect) VALUES {} \
              ON CONFLICT (merchant_id, event_id, effect) DO NOTHING RETURNING event_id",
-            values.join(", ")
+            values_rows(2, 1, chunk.len(), ", 'item_stats'")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(*event_id)));
@@ -174,13 +163,6 @@ pub async fn count_purchases(
     }
     let items: Vec<(&String, &ItemDelta)> = deltas.iter().collect();
     for chunk in items.chunks(UPSERT_ROWS_MAX) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|index| {
-                let base = 2 + index * 7;
-                let params: Vec<String> = (base..base + 7).map(|n| format!("${n}")).collect();
-                format!("($1, {})", params.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO item_stats (merchant_id, sku, name, category, last_unit_price, \
              units_sold, orders_count, last_sold_at) VALUES {} \
@@ -193,7 +175,7 @@ pub async fn count_purchases(
              orders_count = item_stats.orders_count + excluded.orders_count, \
              last_sold_at = CASE WHEN excluded.last_sold_at > item_stats.last_sold_at \
                THEN excluded.last_sold_at ELSE item_stats.last_sold_at END",
-            values.join(", ")
+            values_rows(1, 7, chunk.len(), "")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into()];
         for (sku, delta) in chunk {
@@ -211,17 +193,11 @@ pub async fn count_purchases(
     }
     let pairs: Vec<(&(String, String), &i64)> = pairs.iter().collect();
     for chunk in pairs.chunks(UPSERT_ROWS_MAX) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|index| {
-                let base = 2 + index * 3;
-                format!("($1, ${}, ${}, ${})", base, base + 1, base + 2)
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO co_purchases (merchant_id, sku, other_sku, orders_count) VALUES {} \
              ON CONFLICT (merchant_id, sku, other_sku) DO UPDATE SET \
              orders_count = co_purchases.orders_count + excluded.orders_count",
-            values.join(", ")
+            values_rows(1, 3, chunk.len(), "")
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into()];
         for ((sku, other), count) in chunk {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{from_unix_micros, new_id, values_rows, Backend, Script, SqlValue};
+use crate::db::{from_unix_micros, new_id, numbered_list, values_rows, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::money::format_money;
 
@@ -709,13 +709,10 @@ async fn postings_of(
     if ids.is_empty() {
         return Ok(postings_by_transaction);
     }
-    let placeholders: Vec<String> = (0..ids.len())
-        .map(|index| format!("${}", index + 2))
-        .collect();
     let sql = format!(
         "SELECT transaction_id, account_id, asset, amount FROM postings \
          WHERE merchant_id = $1 AND transaction_id IN ({}) ORDER BY transaction_id, seq",
-        placeholders.join(", ")
+        numbered_list(2, ids.len())
     );
     let mut query = sqlx::query(&sql).bind(merchant_id);
     for id in ids {

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::db::{format_micros, from_unix_micros, new_id, values_rows, Script, SqlValue};
+use crate::db::{
+    format_micros, from_unix_micros, new_id, numbered_list, values_rows, Script, SqlValue,
+};
 use crate::earn::{Award, EarnInput, EarnLine, EarnPolicy};
 use crate::error::{CoreError, FieldError};
 use crate::events::{queue_event, NewEvent, PURCHASE_RECORDED, PURCHASE_REFUNDED};
@@ -1627,10 +1629,7 @@ async fn refund(
     if rest > 0 && !purchase_lots.is_empty() {
         // A lot may have expired in this very command's settlement, still queued.
         script.flush(connection).await?;
-        let lot_params = (0..purchase_lots.len())
-            .map(|index| format!("${}", index + 4))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let lot_params = numbered_list(4, purchase_lots.len());
         let sql = format!(
             "SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM postings p \
              JOIN transactions t ON t.merchant_id = p.merchant_id AND t.id = p.transaction_id \
