@@ -311,14 +311,15 @@ fn merchant_from_row(row: &sqlx::any::AnyRow) -> Result<Merchant, CoreError> {
     })
 }
 
-/// Finds the merchant and scopes of an API key; None for an unknown or revoked key.
-pub async fn authenticate(pool: &AnyPool, key: &str) -> Result<Option<Principal>, CoreError> {
+/// Finds the merchant and scopes of an API key by its digest ([`hash_key`]); None for an
+/// unknown or revoked key.
+pub async fn authenticate(pool: &AnyPool, key_hash: &str) -> Result<Option<Principal>, CoreError> {
     let row = sqlx::query(&format!(
         "SELECT k.id AS key_id, k.scopes, {MERCHANT_COLUMNS} FROM api_keys k \
          JOIN merchants m ON m.merchant_id = k.merchant_id \
          WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
     ))
-    .bind(hash_key(key))
+    .bind(key_hash)
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };

@@ -84,6 +84,7 @@ async fn set_up(
         merchant.currency_exponent,
     )?;
     merchants::update_merchant(pool, merchant, None, &settings).await?;
+    state.principals.forget_merchant(&merchant.id);
     let tier = |code: &str, name: &str, multiplier: &str, benefits: &str| TierInput {
         code: code.into(),
         name: name.into(),

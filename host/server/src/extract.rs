@@ -225,9 +225,15 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = bearer(parts)?;
-        match authenticate(&state.database.pool, key).await? {
-            Some(principal) => Ok(Auth(principal)),
+        let key_hash = hash_key(bearer(parts)?);
+        if let Some(principal) = state.principals.get(&key_hash) {
+            return Ok(Auth(principal));
+        }
+        match authenticate(&state.database.pool, &key_hash).await? {
+            Some(principal) => {
+                state.principals.put(key_hash, principal.clone());
+                Ok(Auth(principal))
+            }
             None => Err(ApiError::Unauthorized(
                 "the API key is unknown or revoked".into(),
             )),
