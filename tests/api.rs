@@ -431,6 +431,46 @@ async fn merchant_settings(backend: Backend) {
 // ---------------------------------------------------------------------------------------
 // API keys and scopes
 
+/// A host remembers an authenticated key for `PRINCIPAL_TTL_MS`: the host that revokes it
+/// refuses it at once, another host of the same database within that time.
+async fn revocation_reaches_other_hosts(backend: Backend) {
+    let shop = &shop(backend).await;
+    let other_host = TestServer::start_on(backend, shop.server.database_url.clone()).await;
+    let (read_id, read_key) = shop.api_key(json!(["read"])).await;
+    // Both hosts have seen the key; the other host remembers it from some moment between
+    // these two instants.
+    shop.server.get("/v1/merchant", &read_key).await.ok(200);
+    let before_seen = std::time::Instant::now();
+    other_host.get("/v1/merchant", &read_key).await.ok(200);
+    let after_seen = std::time::Instant::now();
+    shop.server
+        .call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{read_id}"),
+            Some(shop.key()),
+            None,
+            None,
+        )
+        .await
+        .ok(200);
+    shop.server
+        .get("/v1/merchant", &read_key)
+        .await
+        .problem(401);
+    let ttl = Duration::from_millis(loyalty_host::principals::PRINCIPAL_TTL_MS);
+    let remembered = other_host.get("/v1/merchant", &read_key).await;
+    if before_seen.elapsed() < ttl {
+        // Answered from the other host's memory, without reading the revoked key.
+        remembered.ok(200);
+    }
+    tokio::time::sleep(
+        (after_seen + ttl + Duration::from_millis(50))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    other_host.get("/v1/merchant", &read_key).await.problem(401);
+}
+
 async fn api_keys_and_scopes(backend: Backend) {
     let shop = &shop(backend).await;
     let server = &shop.server;
@@ -2562,6 +2602,7 @@ backend_tests!(
     merchants_create_and_authenticate,
     merchant_settings,
     api_keys_and_scopes,
+    revocation_reaches_other_hosts,
     stores,
     members,
     balances_and_ledger,
