@@ -261,9 +261,25 @@ pub async fn create_member(
     now: i64,
 ) -> Result<Member, CoreError> {
     let mut tx = pool.begin().await?;
-    let id = insert_member(&mut tx, merchant, input, now).await?;
+    let id = new_id("mem");
+    insert_member(&mut tx, merchant, &id, input, now).await?;
     tx.commit().await?;
     get_member(pool, merchant, &id).await
+}
+
+/// Enrols a member as `id` on the writer's connection and reads it back there. Through the
+/// writer, an enrolment joins the purchases' group commit instead of waiting for SQLite's
+/// write lock between their transactions (measured under the ledger benchmark's load: 170 ms
+/// an enrolment on average, 4.8 s at worst, when enrolments took the lock themselves).
+pub async fn enrol_on(
+    connection: &mut sqlx::AnyConnection,
+    merchant: &Merchant,
+    id: &str,
+    input: &NewMember,
+    now: i64,
+) -> Result<Member, CoreError> {
+    insert_member(&mut *connection, merchant, id, input, now).await?;
+    get_member_on(&mut *connection, merchant, id).await
 }
 
 /// Enrols several members in one transaction (a bulk import: one durable commit instead of
@@ -278,19 +294,22 @@ pub async fn create_members(
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(inputs.len());
     for (input, now) in inputs {
-        ids.push(insert_member(&mut tx, merchant, input, *now).await?);
+        let id = new_id("mem");
+        insert_member(&mut tx, merchant, &id, input, *now).await?;
+        ids.push(id);
     }
     tx.commit().await?;
     Ok(ids)
 }
 
-/// Validates and inserts a member with its accounts; returns its id.
+/// Validates and inserts a member with its accounts as `id`.
 async fn insert_member(
     connection: &mut sqlx::AnyConnection,
     merchant: &Merchant,
+    id: &str,
     input: &NewMember,
     now: i64,
-) -> Result<String, CoreError> {
+) -> Result<(), CoreError> {
     if input.phone.is_none() && input.email.is_none() && input.external_id.is_none() {
         return Err(CoreError::field(
             "phone",
@@ -306,7 +325,6 @@ async fn insert_member(
         input.external_id.as_deref(),
         input.attributes.as_ref(),
     )?;
-    let id = new_id("mem");
     sqlx::query(
         "INSERT INTO members (merchant_id, id, phone, email, name, birthday, external_id, \
          attributes, tier, joined_at, updated_at) \
@@ -314,7 +332,7 @@ async fn insert_member(
          (SELECT code FROM tiers WHERE merchant_id = $1 ORDER BY tier_rank LIMIT 1), $9, $9)",
     )
     .bind(&merchant.id)
-    .bind(&id)
+    .bind(id)
     .bind(&identity.phone)
     .bind(&identity.email)
     .bind(&identity.name)
@@ -330,7 +348,7 @@ async fn insert_member(
         &merchant.id,
         crate::events::NewEvent::member(
             crate::events::MEMBER_JOINED,
-            &id,
+            id,
             serde_json::json!({"member_id": id, "joined_at": crate::db::format_micros(now)}),
         ),
         now,
@@ -351,15 +369,15 @@ async fn insert_member(
             base + 2
         ));
     }
-    let mut query = sqlx::query(&sql).bind(&merchant.id).bind(&id).bind(now);
+    let mut query = sqlx::query(&sql).bind(&merchant.id).bind(id).bind(now);
     for (kind, asset) in MEMBER_ACCOUNTS {
         query = query
-            .bind(member_account_id(&id, kind))
+            .bind(member_account_id(id, kind))
             .bind(asset.resolve(&merchant.currency).to_string())
             .bind(*kind);
     }
     query.execute(&mut *connection).await?;
-    Ok(id)
+    Ok(())
 }
 
 const MEMBER_COLUMNS: &str = "id, phone, email, name, birthday, external_id, attributes, tier, \
@@ -395,12 +413,24 @@ pub async fn get_member(
     merchant: &Merchant,
     id: &str,
 ) -> Result<Member, CoreError> {
+    get_member_on(pool, merchant, id).await
+}
+
+/// [`get_member`] on any executor (the writer's connection, a transaction).
+pub async fn get_member_on<'e, E>(
+    executor: E,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Member, CoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let row = sqlx::query(&format!(
         "SELECT {MEMBER_COLUMNS} FROM members WHERE merchant_id = $1 AND id = $2"
     ))
     .bind(&merchant.id)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?
     .ok_or(CoreError::NotFound("member"))?;
     member_from_row(&row, merchant.currency_exponent)
@@ -428,14 +458,16 @@ where
     Ok(found.is_some())
 }
 
-pub async fn update_member(
-    pool: &AnyPool,
+/// Changes a member's profile on the writer's connection (so, like an enrolment, it joins the
+/// group commit instead of waiting for SQLite's write lock) and reads it back there.
+pub async fn update_member_on(
+    connection: &mut sqlx::AnyConnection,
     merchant: &Merchant,
     id: &str,
     patch: &MemberPatch,
     now: i64,
 ) -> Result<Member, CoreError> {
-    let current = get_member(pool, merchant, id).await?;
+    let current = get_member_on(&mut *connection, merchant, id).await?;
     let pick = |patched: &Option<Option<String>>, current: &Option<String>| match patched {
         Some(value) => value.clone(),
         None => current.clone(),
@@ -496,10 +528,10 @@ pub async fn update_member(
     .bind(&external_id)
     .bind(attributes.to_string())
     .bind(now)
-    .execute(pool)
+    .execute(&mut *connection)
     .await
     .map_err(map_identity_conflict)?;
-    get_member(pool, merchant, id).await
+    get_member_on(&mut *connection, merchant, id).await
 }
 
 #[derive(Debug, Clone, Default)]

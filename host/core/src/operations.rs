@@ -375,6 +375,16 @@ pub enum Command {
         delivery_id: String,
         attempt: crate::webhooks::Attempt,
     },
+    /// Enrols a member under an id chosen beforehand (the writer routes by it).
+    EnrolMember {
+        member_id: String,
+        member: crate::members::NewMember,
+    },
+    /// Changes a member's profile.
+    UpdateMember {
+        member_id: String,
+        patch: crate::members::MemberPatch,
+    },
     /// Exchanges points for a gift: points and stock move together.
     RedeemGift {
         member_id: String,
@@ -781,7 +791,9 @@ impl Command {
             | Command::Consume { member_id, .. }
             | Command::Settle { member_id } => member_id,
             Command::ChangeTier(change) => &change.member_id,
-            Command::RedeemGift { member_id, .. } => member_id,
+            Command::RedeemGift { member_id, .. }
+            | Command::EnrolMember { member_id, .. }
+            | Command::UpdateMember { member_id, .. } => member_id,
             Command::CampaignActions(command) => &command.member_id,
             // Not a member's: one route for the outbox keeps its batches in order.
             Command::ApplyEvents(_)
@@ -906,6 +918,23 @@ impl Command {
                     connection, script, &context, member_id, gift_id, *quantity, store_id,
                 )
                 .await
+            }
+            Command::EnrolMember { member_id, member } => {
+                // The command's savepoint goes first; the statements below run on the connection.
+                script.flush(connection).await?;
+                let member =
+                    crate::members::enrol_on(connection, merchant, member_id, member, now).await?;
+                Ok(created(&member))
+            }
+            Command::UpdateMember { member_id, patch } => {
+                script.flush(connection).await?;
+                let member =
+                    crate::members::update_member_on(connection, merchant, member_id, patch, now)
+                        .await?;
+                Ok(Outcome {
+                    status: 200,
+                    body: serde_json::to_string(&member).expect("a member serializes"),
+                })
             }
             Command::Settle { member_id } => {
                 let (activated, expired) =

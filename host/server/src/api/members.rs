@@ -1,14 +1,17 @@
 //! Members, their balances and their ledger.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
+use loyalty_core::db::new_id;
 use loyalty_core::ledger::{self, Balances, LedgerEntry};
 use loyalty_core::members::{self, Member, MemberFilter, MemberPatch, NewMember};
-use loyalty_core::merchants::Scope;
+use loyalty_core::merchants::{Principal, Scope};
+use loyalty_core::operations::{Command, Outcome};
+use loyalty_core::writer::Submission;
 use serde::Deserialize;
 
-use crate::api::Page;
+use crate::api::{respond, Page};
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Auth, PageParams};
 use crate::AppState;
@@ -20,16 +23,18 @@ pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(input): ApiJson<NewMember>,
-) -> ApiResult<(StatusCode, Json<Member>)> {
+) -> ApiResult<Response> {
     let principal = auth.require(Scope::Pos)?;
-    let member = members::create_member(
-        &state.database.pool,
-        &principal.merchant,
-        &input,
-        state.clock.now(),
+    let outcome = through_writer(
+        &state,
+        principal,
+        Command::EnrolMember {
+            member_id: new_id("mem"),
+            member: input,
+        },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(member)))
+    Ok(respond(outcome))
 }
 
 #[utoipa::path(get, path = "/v1/members/{id}", tag = "members",
@@ -53,17 +58,37 @@ pub async fn update(
     auth: Auth,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<MemberPatch>,
-) -> ApiResult<Json<Member>> {
+) -> ApiResult<Response> {
     let principal = auth.require(Scope::Pos)?;
-    let member = members::update_member(
-        &state.database.pool,
-        &principal.merchant,
-        &id,
-        &patch,
-        state.clock.now(),
+    let outcome = through_writer(
+        &state,
+        principal,
+        Command::UpdateMember {
+            member_id: id,
+            patch,
+        },
     )
     .await?;
-    Ok(Json(member))
+    Ok(respond(outcome))
+}
+
+/// Profile writes go through the writer, as value-moving ones do (without an
+/// Idempotency-Key): on SQLite the writer's lane is the one connection that writes, and a
+/// write of its own would wait for the lane's lock between batches.
+async fn through_writer(
+    state: &AppState,
+    principal: &Principal,
+    command: Command,
+) -> ApiResult<Outcome> {
+    Ok(state
+        .writer
+        .submit(Submission {
+            merchant: principal.merchant.clone(),
+            claim: None,
+            command,
+            now: state.clock.now(),
+        })
+        .await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
