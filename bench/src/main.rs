@@ -975,6 +975,14 @@ async fn scenario(
         row.refunds,
         row.elapsed.as_secs_f64()
     );
+    let enrolments = &outcome.enrolments_us;
+    println!(
+        "  beside them {} enrolments, one per {ENROLMENT_INTERVAL_MS} ms at most: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        enrolments.len(),
+        percentile(enrolments, 0.50) / 1000.0,
+        percentile(enrolments, 0.99) / 1000.0,
+        enrolments.last().copied().unwrap_or_default() as f64 / 1000.0
+    );
     Ok(row)
 }
 
@@ -1024,6 +1032,39 @@ struct Outcome {
     refunds: u64,
     latencies_us: Vec<u64>,
     elapsed: Duration,
+    /// Latencies of the enrolments made beside the purchases, sorted.
+    enrolments_us: Vec<u64>,
+}
+
+/// One enrolment this often beside the purchases, from a client of its own: a till signing up
+/// members during the rush. Its latencies show whether a write outside the purchase path
+/// waits behind the purchases.
+const ENROLMENT_INTERVAL_MS: u64 = 100;
+
+/// Enrols members one after another, one every [`ENROLMENT_INTERVAL_MS`], until `deadline`.
+async fn enrol_beside(
+    api: Api,
+    prefix: String,
+    deadline: Instant,
+    errors: Arc<Errors>,
+) -> Vec<u64> {
+    let mut latencies = Vec::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(ENROLMENT_INTERVAL_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0.. {
+        ticks.tick().await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let body = json!({"external_id": format!("{prefix}-{i}")});
+        let t = Instant::now();
+        match api.post("/v1/members", &body).await.and_then(|v| id_of(&v)) {
+            Ok(_) => latencies.push(t.elapsed().as_micros() as u64),
+            Err(e) => errors.record(&e),
+        }
+    }
+    latencies.sort_unstable();
+    latencies
 }
 
 async fn run_purchases(
@@ -1039,6 +1080,12 @@ async fn run_purchases(
     let refunds = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + params.duration;
+    let enrolments = tokio::spawn(enrol_beside(
+        api.clone(),
+        format!("enrolled-{}", &random_hex()[..8]),
+        deadline,
+        errors.clone(),
+    ));
     let mut tasks = Vec::new();
     for _ in 0..params.clients {
         let (api, store_id, members, sv_members, errors) = (
@@ -1100,12 +1147,14 @@ async fn run_purchases(
         task.await.expect("purchase task panicked");
     }
     let elapsed = start.elapsed();
+    let enrolments_us = enrolments.await.expect("enrolling task panicked");
     let latencies_us = std::mem::take(&mut *latencies.lock().expect("latency list poisoned"));
     Outcome {
         purchases: latencies_us.len() as u64,
         refunds: refunds.load(Ordering::Relaxed),
         latencies_us,
         elapsed,
+        enrolments_us,
     }
 }
 
