@@ -55,6 +55,8 @@ pub async fn seed(state: &AppState, slice: &Path, components: &Path) -> anyhow::
         state.clock.now(),
     )
     .await?;
+    // The previous demo key is gone: this host must not remember it.
+    state.principals.forget_merchant(&merchant.id);
     let (member_id, store_id) = merchants::top_spender(pool, &merchant.id)
         .await?
         .context("the demo has no members")?;
