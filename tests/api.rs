@@ -444,13 +444,7 @@ async fn revocation_reaches_other_hosts(backend: Backend) {
     other_host.get("/v1/merchant", &read_key).await.ok(200);
     let after_seen = std::time::Instant::now();
     shop.server
-        .call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{read_id}"),
-            Some(shop.key()),
-            None,
-            None,
-        )
+        .delete(&format!("/v1/api-keys/{read_id}"), shop.key())
         .await
         .ok(200);
     shop.server
@@ -618,13 +612,7 @@ async fn api_keys_and_scopes(backend: Backend) {
 
     // Revoke: the key answers 401 at once; the others still work.
     let revoked = server
-        .call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{read_id}"),
-            Some(shop.key()),
-            None,
-            None,
-        )
+        .delete(&format!("/v1/api-keys/{read_id}"), shop.key())
         .await;
     let revoked = revoked.ok(200);
     assert_eq!(revoked["id"], read_id.as_str());
@@ -634,34 +622,16 @@ async fn api_keys_and_scopes(backend: Backend) {
     server.get("/v1/stores", &pos_key).await.ok(200);
     // Revoking a missing key is a 404; pos may not revoke.
     server
-        .call(
-            Method::DELETE,
-            "/v1/api-keys/key_doesnotexist",
-            Some(shop.key()),
-            None,
-            None,
-        )
+        .delete("/v1/api-keys/key_doesnotexist", shop.key())
         .await
         .problem(404);
     server
-        .call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{pos_id}"),
-            Some(&pos_key),
-            None,
-            None,
-        )
+        .delete(&format!("/v1/api-keys/{pos_id}"), &pos_key)
         .await
         .problem(403);
     // Revoking twice keeps the first revocation.
     let again = server
-        .call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{read_id}"),
-            Some(shop.key()),
-            None,
-            None,
-        )
+        .delete(&format!("/v1/api-keys/{read_id}"), shop.key())
         .await;
     assert_eq!(again.ok(200)["revoked_at"], revoked["revoked_at"]);
 

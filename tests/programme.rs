@@ -574,13 +574,7 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
 
     // Deleting stops deliveries and keeps the log; foreign merchants see nothing.
     let deleted = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/webhooks/{webhook_id}"),
-            Some(key),
-            None,
-            None,
-        )
+        .delete(&format!("/v1/webhooks/{webhook_id}"), key)
         .await;
     assert_eq!(deleted.ok(200)["active"], false);
     assert_eq!(

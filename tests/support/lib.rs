@@ -325,6 +325,11 @@ impl TestServer {
         .await
     }
 
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.call(reqwest::Method::DELETE, path, Some(key), None, None)
+            .await
+    }
+
     pub async fn put(&self, path: &str, key: &str, body: &Value) -> Response {
         self.call(reqwest::Method::PUT, path, Some(key), None, Some(body))
             .await

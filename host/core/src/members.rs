@@ -279,7 +279,7 @@ pub async fn enrol_on(
     now: i64,
 ) -> Result<Member, CoreError> {
     insert_member(&mut *connection, merchant, id, input, now).await?;
-    get_member_on(&mut *connection, merchant, id).await
+    get_member(&mut *connection, merchant, id).await
 }
 
 /// Enrols several members in one transaction (a bulk import: one durable commit instead of
@@ -408,16 +408,9 @@ fn member_from_row(row: &sqlx::any::AnyRow, exponent: u32) -> Result<Member, Cor
     })
 }
 
-pub async fn get_member(
-    pool: &AnyPool,
-    merchant: &Merchant,
-    id: &str,
-) -> Result<Member, CoreError> {
-    get_member_on(pool, merchant, id).await
-}
-
-/// [`get_member`] on any executor (the writer's connection, a transaction).
-pub async fn get_member_on<'e, E>(
+/// A member of the merchant, read on any executor (the pool, the writer's connection, a
+/// transaction); a foreign merchant's member is not found.
+pub async fn get_member<'e, E>(
     executor: E,
     merchant: &Merchant,
     id: &str,
@@ -436,12 +429,9 @@ where
     member_from_row(&row, merchant.currency_exponent)
 }
 
-pub async fn member_exists(pool: &AnyPool, merchant_id: &str, id: &str) -> Result<bool, CoreError> {
-    member_exists_on(pool, merchant_id, id).await
-}
-
-/// [`member_exists`] on any executor (the writer's connection, a transaction).
-pub async fn member_exists_on<'e, E>(
+/// Whether the merchant has this member, read on any executor (the pool, the writer's
+/// connection, a transaction).
+pub async fn member_exists<'e, E>(
     executor: E,
     merchant_id: &str,
     id: &str,
@@ -467,7 +457,7 @@ pub async fn update_member_on(
     patch: &MemberPatch,
     now: i64,
 ) -> Result<Member, CoreError> {
-    let current = get_member_on(&mut *connection, merchant, id).await?;
+    let current = get_member(&mut *connection, merchant, id).await?;
     let pick = |patched: &Option<Option<String>>, current: &Option<String>| match patched {
         Some(value) => value.clone(),
         None => current.clone(),
@@ -531,7 +521,7 @@ pub async fn update_member_on(
     .execute(&mut *connection)
     .await
     .map_err(map_identity_conflict)?;
-    get_member_on(&mut *connection, merchant, id).await
+    get_member(&mut *connection, merchant, id).await
 }
 
 #[derive(Debug, Clone, Default)]

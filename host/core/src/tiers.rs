@@ -303,7 +303,8 @@ pub async fn change_tier(
         )
         .await?;
     let outcome = if rows.is_empty() {
-        if !crate::members::member_exists_on(connection, merchant_id, &command.member_id).await? {
+        if !crate::members::member_exists(&mut *connection, merchant_id, &command.member_id).await?
+        {
             return Err(CoreError::NotFound("member"));
         }
         TierChangeOutcome {
