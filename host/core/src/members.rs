@@ -269,8 +269,8 @@ pub async fn create_member(
 
 /// Enrols a member as `id` on the writer's connection and reads it back there. Through the
 /// writer, an enrolment joins the purchases' group commit instead of waiting for SQLite's
-/// write lock between their transactions (measured under the ledger benchmark's load: 170 ms
-/// an enrolment on average, 4.8 s at worst, when enrolments took the lock themselves).
+/// write lock between their transactions (measured under the ledger benchmark's load: 220 ms
+/// an enrolment on average, 6.1 s at worst, when enrolments took the lock themselves).
 pub async fn enrol_on(
     connection: &mut sqlx::AnyConnection,
     merchant: &Merchant,
