@@ -68,6 +68,29 @@ impl CoreError {
         }
     }
 
+    /// The database could not serve the statement in time: SQLite's write lock stayed taken
+    /// past the busy timeout, PostgreSQL refused a lock or a connection, or the pool had no
+    /// connection free. The statement's transaction is undone, so nothing was written and the
+    /// request can be sent again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            CoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            CoreError::Database(sqlx::Error::Database(error)) => {
+                let code = error.code();
+                let code = code.as_deref().unwrap_or_default();
+                match code.parse::<u32>() {
+                    // SQLite's codes are numbers: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with
+                    // their extended codes in the upper bits.
+                    Ok(sqlite_code) => matches!(sqlite_code & 0xff, 5 | 6),
+                    // PostgreSQL's SQLSTATEs: lock_not_available, query_canceled (a statement
+                    // timeout), too_many_connections, cannot_connect_now.
+                    Err(_) => matches!(code, "55P03" | "57014" | "53300" | "57P03"),
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// Deadlocks and serialization failures: the whole unit of work can run again.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -77,5 +100,53 @@ impl CoreError {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CoreError;
+    use sqlx::Connection;
+
+    /// A write that finds SQLite's write lock taken is "busy" (a 503 to the client), not an
+    /// internal error; other database errors are not.
+    #[test]
+    fn sqlite_lock_contention_is_busy() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            sqlx::any::install_default_drivers();
+            let path = std::env::temp_dir()
+                .join(format!("loyalty-busy-{}.db", uuid::Uuid::now_v7().simple()));
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let mut holder = sqlx::AnyConnection::connect(&url).await.expect("connect");
+            let mut waiter = sqlx::AnyConnection::connect(&url).await.expect("connect");
+            sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+                .execute(&mut holder)
+                .await
+                .expect("create");
+            sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut waiter)
+                .await
+                .expect("no waiting");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .expect("take the write lock");
+            let refused = sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut waiter)
+                .await
+                .expect_err("the lock is taken");
+            assert!(CoreError::from(refused).is_busy());
+            let duplicate = sqlx::query("INSERT INTO t (id) VALUES (1), (1)")
+                .execute(&mut holder)
+                .await
+                .expect_err("a duplicate key");
+            assert!(!CoreError::from(duplicate).is_busy());
+            drop((holder, waiter));
+            let _ = std::fs::remove_file(&path);
+        });
     }
 }

@@ -187,6 +187,10 @@ impl From<CoreError> for ApiError {
                 "a transient conflict; retry with the same Idempotency-Key".into(),
             ),
             CoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            busy if busy.is_busy() => {
+                tracing::warn!(error = %busy, "the database was busy");
+                ApiError::Unavailable("the database is busy; nothing was written, retry".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
