@@ -88,6 +88,39 @@ async fn stale_statistics_are_refreshed(backend: Backend) {
     assert!(estimate >= rows, "estimate {estimate} after {rows} rows");
 }
 
+/// PostgreSQL's generic (cached) plan of the balances read's search for a member's earliest
+/// active lot, as `EXPLAIN` prints it.
+async fn earliest_lot_generic_plan(pool: &sqlx::AnyPool, merchant: &str, member: &str) -> String {
+    let mut connection = pool.acquire().await.expect("a connection");
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .expect("generic plans");
+    sqlx::query(
+        "PREPARE earliest (text, text) AS SELECT MIN(expires_at) FROM point_lots \
+         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
+         AND expires_at IS NOT NULL",
+    )
+    .execute(&mut *connection)
+    .await
+    .expect("prepare");
+    // The test's own ids, written into the statement: EXPLAIN takes no bound parameters here.
+    let explain = format!("EXPLAIN EXECUTE earliest ('{merchant}', '{member}')");
+    let plan: Vec<String> = sqlx::query_scalar(&explain)
+        .fetch_all(&mut *connection)
+        .await
+        .expect("explain");
+    sqlx::query("DEALLOCATE earliest")
+        .execute(&mut *connection)
+        .await
+        .expect("deallocate");
+    sqlx::query("RESET plan_cache_mode")
+        .execute(&mut *connection)
+        .await
+        .expect("reset");
+    plan.join("\n")
+}
+
 /// On PostgreSQL, lots analysed while one member held them all must not teach the planner that
 /// a member's condition selects every lot: the cached (generic) plan of a member's earliest
 /// lot uses the member's index, not a walk of the merchant-wide expiry index. SQLite keeps no
@@ -121,35 +154,9 @@ async fn skewed_lot_statistics_keep_member_plans(backend: Backend) {
     insert_lots("mem_small_", 1_000_000, 3_000, 1_500)
         .await
         .expect("many members' lots");
-    let mut connection = pool.acquire().await.expect("a connection");
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .expect("generic plans");
-    sqlx::query(
-        "PREPARE earliest (text, text) AS SELECT MIN(expires_at) FROM point_lots \
-         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
-         AND expires_at IS NOT NULL",
-    )
-    .execute(&mut *connection)
-    .await
-    .expect("prepare");
-    let plan: Vec<String> =
-        sqlx::query_scalar("EXPLAIN EXECUTE earliest ('mer_skew', 'mem_small_7')")
-            .fetch_all(&mut *connection)
-            .await
-            .expect("explain");
-    let plan = plan.join("\n");
+    let plan = earliest_lot_generic_plan(pool, "mer_skew", "mem_small_7").await;
     assert!(plan.contains("using point_lots_member on"), "{plan}");
     assert!(!plan.contains("point_lots_expiry"), "{plan}");
-    sqlx::query("DEALLOCATE earliest")
-        .execute(&mut *connection)
-        .await
-        .expect("deallocate");
-    sqlx::query("RESET plan_cache_mode")
-        .execute(&mut *connection)
-        .await
-        .expect("reset");
 }
 
 /// On PostgreSQL, a plan cached while the lots table was young (no statistics, every estimate
@@ -172,34 +179,8 @@ async fn young_lot_table_keeps_member_plans(backend: Backend) {
     .execute(pool)
     .await
     .expect("one member's lots");
-    let mut connection = pool.acquire().await.expect("a connection");
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .expect("generic plans");
-    sqlx::query(
-        "PREPARE earliest (text, text) AS SELECT MIN(expires_at) FROM point_lots \
-         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
-         AND expires_at IS NOT NULL",
-    )
-    .execute(&mut *connection)
-    .await
-    .expect("prepare");
-    let plan: Vec<String> =
-        sqlx::query_scalar("EXPLAIN EXECUTE earliest ('mer_young', 'mem_busy')")
-            .fetch_all(&mut *connection)
-            .await
-            .expect("explain");
-    let plan = plan.join("\n");
+    let plan = earliest_lot_generic_plan(pool, "mer_young", "mem_busy").await;
     assert!(plan.contains("using point_lots_member on"), "{plan}");
-    sqlx::query("DEALLOCATE earliest")
-        .execute(&mut *connection)
-        .await
-        .expect("deallocate");
-    sqlx::query("RESET plan_cache_mode")
-        .execute(&mut *connection)
-        .await
-        .expect("reset");
 }
 
 backend_tests!(

@@ -55,7 +55,8 @@ pub async fn seed(state: &AppState, slice: &Path, components: &Path) -> anyhow::
         state.clock.now(),
     )
     .await?;
-    // The previous demo key is gone: this host must not remember it.
+    // The previous demo key is gone and the set-up may have changed the merchant: this host
+    // must not remember either (the seed always ends here, so one clearing serves both).
     state.principals.forget_merchant(&merchant.id);
     let (member_id, store_id) = merchants::top_spender(pool, &merchant.id)
         .await?
@@ -86,7 +87,6 @@ async fn set_up(
         merchant.currency_exponent,
     )?;
     merchants::update_merchant(pool, merchant, None, &settings).await?;
-    state.principals.forget_merchant(&merchant.id);
     let tier = |code: &str, name: &str, multiplier: &str, benefits: &str| TierInput {
         code: code.into(),
         name: name.into(),

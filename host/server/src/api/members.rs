@@ -6,12 +6,11 @@ use axum::Json;
 use loyalty_core::db::new_id;
 use loyalty_core::ledger::{self, Balances, LedgerEntry};
 use loyalty_core::members::{self, Member, MemberFilter, MemberPatch, NewMember};
-use loyalty_core::merchants::{Principal, Scope};
-use loyalty_core::operations::{Command, Outcome};
-use loyalty_core::writer::Submission;
+use loyalty_core::merchants::Scope;
+use loyalty_core::operations::Command;
 use serde::Deserialize;
 
-use crate::api::{respond, Page};
+use crate::api::{respond, submit, Page};
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Auth, PageParams};
 use crate::AppState;
@@ -25,9 +24,10 @@ pub async fn create(
     ApiJson(input): ApiJson<NewMember>,
 ) -> ApiResult<Response> {
     let principal = auth.require(Scope::Pos)?;
-    let outcome = through_writer(
+    let outcome = submit(
         &state,
         principal,
+        None,
         Command::EnrolMember {
             member_id: new_id("mem"),
             member: input,
@@ -60,9 +60,10 @@ pub async fn update(
     ApiJson(patch): ApiJson<MemberPatch>,
 ) -> ApiResult<Response> {
     let principal = auth.require(Scope::Pos)?;
-    let outcome = through_writer(
+    let outcome = submit(
         &state,
         principal,
+        None,
         Command::UpdateMember {
             member_id: id,
             patch,
@@ -70,25 +71,6 @@ pub async fn update(
     )
     .await?;
     Ok(respond(outcome))
-}
-
-/// Profile writes go through the writer, as value-moving ones do (without an
-/// Idempotency-Key): on SQLite the writer's lane is the one connection that writes, and a
-/// write of its own would wait for the lane's lock between batches.
-async fn through_writer(
-    state: &AppState,
-    principal: &Principal,
-    command: Command,
-) -> ApiResult<Outcome> {
-    Ok(state
-        .writer
-        .submit(Submission {
-            merchant: principal.merchant.clone(),
-            claim: None,
-            command,
-            now: state.clock.now(),
-        })
-        .await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -22,7 +22,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use loyalty_core::merchants::{Principal, Scope};
 use loyalty_core::operations::{Command, Outcome};
-use loyalty_core::writer::{lookup, Submission};
+use loyalty_core::writer::{lookup, IdempotencyClaim, Submission};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -94,24 +94,27 @@ pub async fn value_moving<T: serde::de::DeserializeOwned>(
     }
     let request: T = idempotent.parse()?;
     let command = prepare(principal, request).await?;
-    submit(state, principal, idempotent, command).await
+    let outcome = submit(state, principal, Some(idempotent.claim), command).await?;
+    Ok(respond(outcome))
 }
 
-/// Sends a validated command through the writer under the request's Idempotency-Key.
-async fn submit(
+/// Sends a validated command through the writer, under the request's Idempotency-Key when it
+/// moves value. Profile writes come here too, without a key: on SQLite the writer's lane is
+/// the one connection that writes, and a write of its own would wait for the lane's lock
+/// between batches.
+pub async fn submit(
     state: &AppState,
     principal: &Principal,
-    idempotent: Idempotent,
+    claim: Option<IdempotencyClaim>,
     command: Command,
-) -> Result<Response, ApiError> {
-    let outcome = state
+) -> Result<Outcome, ApiError> {
+    Ok(state
         .writer
         .submit(Submission {
             merchant: principal.merchant.clone(),
-            claim: Some(idempotent.claim),
+            claim,
             command,
             now: state.clock.now(),
         })
-        .await?;
-    Ok(respond(outcome))
+        .await?)
 }
