@@ -12,6 +12,7 @@ use crate::error::{CoreError, FieldError};
 use crate::merchants::{validate_name, Merchant};
 use crate::money::format_money;
 use crate::plugins::{check_config, get_plugin, EnabledPlugin};
+use crate::session::Session;
 
 pub const CAMPAIGN_STORES_MAX: usize = 100;
 /// Actions one plugin answer may carry; the rest are dropped.
@@ -345,7 +346,7 @@ pub async fn member_tags(
     merchant_id: &str,
     member_id: &str,
 ) -> Result<Vec<String>, CoreError> {
-    if !crate::members::member_exists(pool, merchant_id, member_id).await? {
+    if !crate::members::member_exists(&mut Session::Pool(pool), merchant_id, member_id).await? {
         return Err(CoreError::NotFound("member"));
     }
     Ok(sqlx::query_scalar(

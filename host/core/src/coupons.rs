@@ -4,7 +4,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
 use crate::db::{format_micros, from_unix_micros, new_id, Script};
@@ -13,6 +13,7 @@ use crate::events::{queue_event, NewEvent, COUPON_ISSUED};
 use crate::merchants::{validate_name, Merchant};
 use crate::money::{format_money, parse_money};
 use crate::points::MICROS_PER_DAY;
+use crate::session::{self, Session};
 use crate::stores::validate_code;
 
 pub const COUPON_VALID_DAYS_MAX: i64 = 3_650;
@@ -250,17 +251,17 @@ pub async fn list_templates(
 
 /// The template with `code`, as (id, valid_days), if the merchant has one.
 pub async fn template_by_code(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     code: &str,
 ) -> Result<Option<(String, i64)>, CoreError> {
-    Ok(sqlx::query_as(
+    session::query_as(
         "SELECT id, valid_days FROM coupon_templates WHERE merchant_id = $1 AND code = $2",
     )
     .bind(merchant_id)
     .bind(code)
     .fetch_optional(&mut *connection)
-    .await?)
+    .await
 }
 
 /// Who issues a coupon.
@@ -324,7 +325,7 @@ pub async fn issue_by_admin(
     now: i64,
 ) -> Result<Coupon, CoreError> {
     let pool = &database.pool;
-    if !crate::members::member_exists(pool, &merchant.id, member_id).await? {
+    if !crate::members::member_exists(&mut Session::Pool(pool), &merchant.id, member_id).await? {
         return Err(CoreError::NotFound("member"));
     }
     let template: Option<i64> = sqlx::query_scalar(
@@ -351,7 +352,7 @@ pub async fn issue_by_admin(
     );
     // The coupon and its event commit together.
     let mut transaction = pool.begin().await?;
-    script.flush(&mut transaction).await?;
+    script.flush(&mut Session::Pooled(&mut transaction)).await?;
     transaction.commit().await?;
     get_coupon(pool, merchant, &id, now).await
 }
@@ -444,7 +445,7 @@ pub async fn member_coupons(
     limit: i64,
     now: i64,
 ) -> Result<Vec<Coupon>, CoreError> {
-    if !crate::members::member_exists(pool, &merchant.id, member_id).await? {
+    if !crate::members::member_exists(&mut Session::Pool(pool), &merchant.id, member_id).await? {
         return Err(CoreError::NotFound("member"));
     }
     let rows = sqlx::query(&format!(
@@ -475,7 +476,7 @@ pub struct UsedCoupon {
 /// coupon's position (`coupons[i]`); nothing is written then (the savepoint rolls back).
 #[allow(clippy::too_many_arguments)]
 pub async fn redeem(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant: &Merchant,
     member_id: &str,
@@ -489,7 +490,7 @@ pub async fn redeem(
     let mut discounted = 0_i64;
     for (index, id) in coupon_ids.iter().enumerate() {
         let field = format!("coupons[{index}]");
-        let row = sqlx::query(&format!(
+        let row = session::query(&format!(
             "{COUPON_SELECT} WHERE c.merchant_id = $1 AND c.id = $2"
         ))
         .bind(&merchant.id)

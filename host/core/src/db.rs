@@ -7,6 +7,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::error::CoreError;
+use crate::session::{Row, Session};
 
 /// Connections a pool opens at most. SQLite serialises writers anyway; readers share the rest.
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -46,6 +47,9 @@ pub enum Backend {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite's database file, which the writer opens on its own thread (see
+    /// [`crate::session`]); `None` on PostgreSQL and for an in-memory SQLite database.
+    pub sqlite_path: Option<String>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -83,30 +87,22 @@ impl Database {
                         connection.execute("SET plan_cache_mode = auto").await?;
                     }
                     if backend == Backend::Sqlite {
-                        // WAL so readers never block the writer; FULL so an acknowledged commit
-                        // survives power loss, not only a process crash.
-                        connection
-                            .execute(
-                                format!(
-                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                     PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
-                                     PRAGMA foreign_keys = ON; \
-                                     PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
-                                     PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
-                                     PRAGMA journal_size_limit = {SQLITE_WAL_BYTES_KEPT}; \
-                                     PRAGMA temp_store = MEMORY; \
-                                     PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
-                                )
-                                .as_str(),
-                            )
-                            .await?;
+                        connection.execute(sqlite_pragmas().as_str()).await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await?;
-        Ok(Database { pool, backend })
+        let sqlite_path = match backend {
+            Backend::Sqlite => sqlite_file(&url).filter(|path| path != ":memory:"),
+            Backend::Postgres => None,
+        };
+        Ok(Database {
+            pool,
+            backend,
+            sqlite_path,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), CoreError> {
@@ -137,6 +133,30 @@ impl Database {
     }
 }
 
+/// Every SQLite connection's settings: WAL so readers never block the writer; FULL so an
+/// acknowledged commit survives power loss, not only a process crash.
+pub fn sqlite_pragmas() -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+         PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+         PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
+         PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
+         PRAGMA journal_size_limit = {SQLITE_WAL_BYTES_KEPT}; \
+         PRAGMA temp_store = MEMORY; \
+         PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
+    )
+}
+
+/// The file of a `sqlite://path?…` url.
+fn sqlite_file(url: &str) -> Option<String> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty()).then(|| path.to_string())
+}
+
 pub fn backend_of(url: &str) -> Result<Backend, CoreError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
@@ -150,13 +170,9 @@ pub fn backend_of(url: &str) -> Result<Backend, CoreError> {
 }
 
 fn sqlite_url_with_create(url: &str) -> Result<String, CoreError> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() {
-        return Err(CoreError::Config("sqlite url names no file".into()));
-    }
+    let path =
+        sqlite_file(url).ok_or_else(|| CoreError::Config("sqlite url names no file".into()))?;
+    let path = path.as_str();
     if path != ":memory:" {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
@@ -244,13 +260,13 @@ impl From<&Option<String>> for SqlValue {
 pub const SCRIPT_STATEMENTS_MAX: usize = 256;
 
 /// Writes whose results nobody reads, collected and sent in one round trip: on SQLite as
-/// several statements in one string, on PostgreSQL as one statement of data-modifying CTEs.
+/// several statements in one string (or, on the lane's own SQLite connection, one after
+/// another with no round trip at all), on PostgreSQL as one statement of data-modifying CTEs.
 /// Each statement is written with its own `$1…$n`; the script renumbers them.
 #[derive(Debug)]
 pub struct Script {
     backend: Backend,
-    statements: Vec<String>,
-    values: Vec<SqlValue>,
+    statements: Vec<(String, Vec<SqlValue>)>,
     /// A SAVEPOINT is queued and has not been sent yet: nothing of the command ran.
     savepoint_queued: bool,
 }
@@ -260,7 +276,6 @@ impl Script {
         Script {
             backend,
             statements: Vec::new(),
-            values: Vec::new(),
             savepoint_queued: false,
         }
     }
@@ -269,7 +284,7 @@ impl Script {
     /// statement, on PostgreSQL it is sent at once.
     pub async fn open_savepoint(
         &mut self,
-        connection: &mut sqlx::AnyConnection,
+        connection: &mut Session<'_>,
         name: &str,
     ) -> Result<(), CoreError> {
         match self.backend {
@@ -278,8 +293,8 @@ impl Script {
                 self.savepoint_queued = true;
             }
             Backend::Postgres => {
-                sqlx::query(&format!("SAVEPOINT {name}"))
-                    .execute(&mut *connection)
+                crate::session::query(&format!("SAVEPOINT {name}"))
+                    .execute(connection)
                     .await?;
             }
         }
@@ -293,29 +308,30 @@ impl Script {
 
     /// Runs the queued statements and then `sql` (numbered from `$1` over `values`), and
     /// returns `sql`'s rows. On SQLite all of it is one call (`sql` may hold several
-    /// statements); on PostgreSQL the queue is flushed first and `sql` must be one statement.
+    /// statements joined by `;\n`); on PostgreSQL the queue is flushed first and `sql` must be
+    /// one statement.
     pub async fn fetch_after(
         &mut self,
-        connection: &mut sqlx::AnyConnection,
+        connection: &mut Session<'_>,
         sql: &str,
         values: Vec<SqlValue>,
-    ) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
-        match self.backend {
-            Backend::Sqlite => {
-                self.push(sql, values);
+    ) -> Result<Vec<Row>, CoreError> {
+        match connection {
+            Session::Pooled(_) | Session::Pool(_) if self.backend == Backend::Sqlite => {
+                self.statements.push((sql.to_string(), values));
                 self.savepoint_queued = false;
-                let statements = std::mem::take(&mut self.statements);
-                let values = std::mem::take(&mut self.values);
-                let sql = statements.join(";\n");
-                Ok(bind_all(sqlx::query(&sql), values)
-                    .fetch_all(&mut *connection)
-                    .await?)
+                let (sql, values) = self.take_sqlite();
+                crate::session::query(&sql)
+                    .bind_values(values)
+                    .fetch_all(connection)
+                    .await
             }
-            Backend::Postgres => {
+            _ => {
                 self.flush(connection).await?;
-                Ok(bind_all(sqlx::query(sql), values)
-                    .fetch_all(&mut *connection)
-                    .await?)
+                crate::session::query(sql)
+                    .bind_values(values)
+                    .fetch_all(connection)
+                    .await
             }
         }
     }
@@ -325,18 +341,7 @@ impl Script {
             self.statements.len() < SCRIPT_STATEMENTS_MAX,
             "script too long"
         );
-        match self.backend {
-            Backend::Sqlite => {
-                let (sql, values) = positional(sql, values);
-                self.statements.push(sql);
-                self.values.extend(values);
-            }
-            Backend::Postgres => {
-                let offset = self.values.len();
-                self.statements.push(renumber(sql, offset));
-                self.values.extend(values);
-            }
-        }
+        self.statements.push((sql.to_string(), values));
     }
 
     pub fn backend(&self) -> Backend {
@@ -353,78 +358,98 @@ impl Script {
         self.push(sql, Vec::new());
     }
 
+    /// The queued statements as one SQLite string numbered through, and its values.
+    fn take_sqlite(&mut self) -> (String, Vec<SqlValue>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for (statement, statement_values) in self.statements.drain(..) {
+            let statement = renumber(&statement, values.len());
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&statement);
+            values.extend(statement_values);
+        }
+        (sql, values)
+    }
+
     /// Runs the collected statements and empties the script. A command that must read
     /// what it queued flushes first.
-    pub async fn flush(&mut self, connection: &mut sqlx::AnyConnection) -> Result<(), CoreError> {
+    pub async fn flush(&mut self, connection: &mut Session<'_>) -> Result<(), CoreError> {
         if self.statements.is_empty() {
             return Ok(());
         }
         self.savepoint_queued = false;
-        let statements = std::mem::take(&mut self.statements);
-        let values = std::mem::take(&mut self.values);
-        let sql = match self.backend {
-            Backend::Sqlite => statements.join(";\n"),
-            Backend::Postgres => {
-                let (last, rest) = statements.split_last().expect("not empty");
-                let mut sql = String::new();
-                for (index, statement) in rest.iter().enumerate() {
-                    sql.push_str(if index == 0 { "WITH " } else { ", " });
-                    sql.push_str(&format!("s{index} AS ({statement})"));
+        match connection {
+            Session::Direct(_) => {
+                for (sql, values) in std::mem::take(&mut self.statements) {
+                    crate::session::query(&sql)
+                        .bind_values(values)
+                        .execute(connection)
+                        .await?;
                 }
-                sql.push(' ');
-                sql.push_str(last);
-                sql
             }
-        };
-        bind_all(sqlx::query(&sql), values)
-            .execute(&mut *connection)
-            .await?;
+            Session::Pooled(_) | Session::Pool(_) if self.backend == Backend::Sqlite => {
+                let (sql, values) = self.take_sqlite();
+                crate::session::query(&sql)
+                    .bind_values(values)
+                    .execute(connection)
+                    .await?;
+            }
+            Session::Pooled(_) | Session::Pool(_) => {
+                let statements = std::mem::take(&mut self.statements);
+                let mut sql = String::new();
+                let mut values = Vec::new();
+                let last = statements.len() - 1;
+                for (index, (statement, statement_values)) in statements.into_iter().enumerate() {
+                    let statement = renumber(&statement, values.len());
+                    values.extend(statement_values);
+                    if index == last {
+                        sql.push(' ');
+                        sql.push_str(&statement);
+                    } else {
+                        sql.push_str(if index == 0 { "WITH " } else { ", " });
+                        sql.push_str(&format!("s{index} AS ({statement})"));
+                    }
+                }
+                crate::session::query(sql.trim_start())
+                    .bind_values(values)
+                    .execute(connection)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Runs `sql`, written with `$1…$n`, with `values` on `connection`. On SQLite the parameters
-/// become anonymous first (see [`positional`]), so a statement with hundreds of them binds in
-/// linear time.
+/// Runs `sql`, written with `$1…$n`, with `values` on `connection`.
 pub async fn execute_numbered(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     sql: String,
     values: Vec<SqlValue>,
 ) -> Result<(), CoreError> {
-    let (sql, values) = for_connection(connection, sql, values);
-    bind_all(sqlx::query(&sql), values)
-        .execute(&mut *connection)
+    crate::session::query(&sql)
+        .bind_values(values)
+        .execute(connection)
         .await?;
     Ok(())
 }
 
 /// [`execute_numbered`] for a statement whose rows are read.
 pub async fn fetch_numbered(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     sql: String,
     values: Vec<SqlValue>,
-) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
-    let (sql, values) = for_connection(connection, sql, values);
-    Ok(bind_all(sqlx::query(&sql), values)
-        .fetch_all(&mut *connection)
-        .await?)
+) -> Result<Vec<Row>, CoreError> {
+    crate::session::query(&sql)
+        .bind_values(values)
+        .fetch_all(connection)
+        .await
 }
 
-fn for_connection(
-    connection: &sqlx::AnyConnection,
-    sql: String,
-    values: Vec<SqlValue>,
-) -> (String, Vec<SqlValue>) {
-    if connection.backend_name().eq_ignore_ascii_case("sqlite") {
-        positional(&sql, values)
-    } else {
-        (sql, values)
-    }
-}
-
-fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
+pub(crate) fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
     for value in values {
         query = match value {
             SqlValue::Int(value) => query.bind(value),
@@ -505,7 +530,7 @@ pub async fn refresh_statistics(database: &Database) -> Result<Vec<String>, Core
 /// every index from 1 to the highest in each statement of a script, so numbered parameters
 /// cost quadratic time in a long script (measured: 2.5 % of an import's CPU, all of it on the
 /// writer's thread); anonymous ones are bound in one pass. Our SQL has no `$` inside literals.
-fn positional(sql: &str, values: Vec<SqlValue>) -> (String, Vec<SqlValue>) {
+pub(crate) fn positional(sql: &str, values: Vec<SqlValue>) -> (String, Vec<SqlValue>) {
     let mut out = String::with_capacity(sql.len());
     let mut ordered = Vec::with_capacity(values.len());
     let mut chars = sql.chars().peekable();

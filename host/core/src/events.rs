@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::db::{execute_numbered, from_unix_micros, new_id, numbered_list, Script, SqlValue};
 use crate::error::CoreError;
+use crate::session::{self, Session};
 
 /// Every kind of event the host emits. A webhook subscribes to some of them (or `*`).
 pub const EVENT_KINDS: &[&str] = &[
@@ -99,26 +100,19 @@ pub fn queue_event(script: &mut Script, merchant_id: &str, event: NewEvent, now:
     id
 }
 
-/// Writes the event on `executor` (a transaction of the caller's, or the pool). Returns its
-/// id, or `None` when an event with the same dedupe key exists.
-pub async fn insert_event<'e, E>(
-    executor: E,
+/// Writes the event on `connection` (a transaction of the caller's, or the pool). Returns
+/// its id, or `None` when an event with the same dedupe key exists.
+pub async fn insert_event(
+    connection: &mut Session<'_>,
     merchant_id: &str,
     event: NewEvent,
     now: i64,
-) -> Result<Option<String>, CoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
+) -> Result<Option<String>, CoreError> {
     let id = new_id("evt");
-    let mut query = sqlx::query(INSERT_SQL);
-    for value in insert_values(merchant_id, &id, event, now) {
-        query = match value {
-            SqlValue::Int(value) => query.bind(value),
-            SqlValue::Text(value) => query.bind(value),
-        };
-    }
-    let written = query.execute(executor).await?.rows_affected();
+    let written = session::query(INSERT_SQL)
+        .bind_values(insert_values(merchant_id, &id, event, now))
+        .execute(connection)
+        .await?;
     Ok((written == 1).then_some(id))
 }
 
@@ -171,7 +165,7 @@ pub async fn undispatched(pool: &AnyPool, limit: i64) -> Result<Vec<Event>, Core
 /// Marks events of one merchant dispatched (their deliveries are recorded), in statements of
 /// at most [`EFFECTS_PER_COMMAND_MAX`] ids.
 pub async fn mark_dispatched(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     event_ids: &[String],
     now: i64,
@@ -239,7 +233,7 @@ pub struct EventEffect {
 /// The effects of a batch of one merchant's events, and marking them dispatched — one
 /// writer command, so on SQLite it never competes with purchases for the write lock.
 pub async fn apply_effects(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     effects: &[EventEffect],

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
 use crate::db::{execute_numbered, fetch_numbered, numbered_list, values_rows, SqlValue};
 use crate::error::CoreError;
+use crate::session::Session;
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
 /// first): n items make n × (n - 1) / 2 pairs, so a basket of 500 lines must not make 124,750
@@ -105,7 +106,7 @@ struct ItemDelta {
 /// costs a handful of statements: one claim of the events and multi-row upserts of the summed
 /// counts (a pair bought together in several of the batch's purchases is one row).
 pub async fn count_purchases(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     purchases: &[(&str, &Basket)],
     now: i64,

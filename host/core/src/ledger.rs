@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::db::{from_unix_micros, new_id, numbered_list, values_rows, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::money::format_money;
+use crate::session::{self, Session};
 
 pub const POINTS: &str = "POINTS";
 pub const USES: &str = "USES";
@@ -123,7 +124,7 @@ pub struct NewTransaction {
 /// write (every asset sums to zero) and after it (no member balance below zero unless allowed).
 /// Returns the transaction id and the new balances of the member accounts.
 pub async fn record(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     now: i64,
@@ -137,13 +138,13 @@ pub async fn record(
 /// [`record`], then the member's balances read right after the update (on SQLite in the same
 /// round trip), as rows for [`balances_from_rows`].
 pub async fn record_and_read(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     now: i64,
     transaction: NewTransaction,
     member_id: &str,
-) -> Result<(String, BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
+) -> Result<(String, BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
     let (transaction_id, touched, rows) = record_inner(
         connection,
         script,
@@ -157,13 +158,13 @@ pub async fn record_and_read(
 }
 
 async fn record_inner(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     now: i64,
     transaction: NewTransaction,
     read_member: Option<&str>,
-) -> Result<(String, BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
+) -> Result<(String, BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
     let postings: Vec<&Posting> = transaction
         .postings
         .iter()
@@ -243,13 +244,13 @@ async fn record_inner(
 /// … THEN delta END) and, if asked, reads the member's balances after it: on SQLite in the
 /// same call, after whatever the script has queued.
 async fn update_and_read(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     deltas: &BTreeMap<&str, i64>,
     read_member: Option<&str>,
     now: i64,
-) -> Result<(BTreeMap<String, i64>, Vec<sqlx::any::AnyRow>), CoreError> {
+) -> Result<(BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
     let mut sql = String::new();
     let mut values: Vec<SqlValue> = vec![merchant_id.into()];
     if !deltas.is_empty() {
@@ -332,16 +333,17 @@ async fn update_and_read(
 
 /// The cached balances of all the member's accounts, by account id.
 pub async fn member_account_balances(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     member_id: &str,
 ) -> Result<BTreeMap<String, i64>, CoreError> {
-    let rows =
-        sqlx::query("SELECT id, balance FROM accounts WHERE merchant_id = $1 AND member_id = $2")
-            .bind(merchant_id)
-            .bind(member_id)
-            .fetch_all(&mut *connection)
-            .await?;
+    let rows = session::query(
+        "SELECT id, balance FROM accounts WHERE merchant_id = $1 AND member_id = $2",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .fetch_all(&mut *connection)
+    .await?;
     let mut balances = BTreeMap::new();
     for row in rows {
         balances.insert(row.try_get("id")?, row.try_get("balance")?);
@@ -401,7 +403,7 @@ pub const EXPIRY_WINDOW_MICROS: i64 = 86_400_000_000;
 /// The earliest expiry and the points expiring within the window after it, from the stored
 /// lots' figure and the lots the command has queued but not yet written.
 async fn next_expiry(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     member_id: &str,
     stored: Option<(i64, i64)>,
@@ -430,7 +432,7 @@ async fn next_expiry(
         (Some(_), Some(first)) => {
             // A queued lot expires before every stored one (rare): count the stored lots
             // inside its window exactly.
-            let stored_points: i64 = sqlx::query_scalar(
+            let stored_points: i64 = session::query_scalar(
                 "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM point_lots \
                  WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' \
                  AND remaining > 0 AND expires_at IS NOT NULL AND expires_at < $3",
@@ -450,14 +452,14 @@ async fn next_expiry(
 /// the command has queued in its script but not yet written. The next expiry is the
 /// earliest, with the points that expire within a day of it.
 pub async fn balances(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     member_id: &str,
     exponent: u32,
     now: i64,
     queued_lots: &[(i64, Option<i64>)],
 ) -> Result<Balances, CoreError> {
-    let rows = sqlx::query(&balances_sql(1, 2))
+    let rows = session::query(&balances_sql(1, 2))
         .bind(merchant_id)
         .bind(member_id)
         .bind(now)
@@ -478,12 +480,12 @@ pub async fn balances(
 
 /// The rows of the balances query, after whatever the script has queued.
 pub async fn balance_rows(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     member_id: &str,
     now: i64,
-) -> Result<Vec<sqlx::any::AnyRow>, CoreError> {
+) -> Result<Vec<session::Row>, CoreError> {
     let values: Vec<SqlValue> = vec![
         merchant_id.into(),
         member_id.into(),
@@ -523,8 +525,8 @@ fn balances_sql(merchant: usize, first: usize) -> String {
 
 /// Balances from the rows of [`balances_sql`].
 pub async fn balances_from_rows(
-    connection: &mut AnyConnection,
-    rows: Vec<sqlx::any::AnyRow>,
+    connection: &mut Session<'_>,
+    rows: Vec<session::Row>,
     merchant_id: &str,
     member_id: &str,
     exponent: u32,
@@ -622,7 +624,7 @@ pub struct PostingView {
 
 /// The member's transactions, newest first, each with all its postings.
 pub async fn member_ledger(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     member_id: &str,
     currency: &str,
@@ -630,7 +632,7 @@ pub async fn member_ledger(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<LedgerEntry>, CoreError> {
-    let rows = sqlx::query(
+    let rows = session::query(
         "SELECT id, kind, reference, reason, provenance, created_at FROM transactions \
          WHERE merchant_id = $1 AND member_id = $2 AND ($3 = '' OR id < $3) \
          ORDER BY id DESC LIMIT $4",
@@ -699,7 +701,7 @@ pub fn without_inputs(mut provenance: serde_json::Value) -> serde_json::Value {
 
 /// The postings of transactions `ids`, in one query, grouped by transaction.
 async fn postings_of(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     ids: &[String],
     currency: &str,
@@ -714,7 +716,7 @@ async fn postings_of(
          WHERE merchant_id = $1 AND transaction_id IN ({}) ORDER BY transaction_id, seq",
         numbered_list(2, ids.len())
     );
-    let mut query = sqlx::query(&sql).bind(merchant_id);
+    let mut query = session::query(&sql).bind(merchant_id);
     for id in ids {
         query = query.bind(id);
     }
@@ -740,13 +742,13 @@ async fn postings_of(
 
 /// One of the merchant's transactions with its postings, and the member it concerns.
 pub async fn get_transaction(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     id: &str,
     currency: &str,
     exponent: u32,
 ) -> Result<(LedgerEntry, Option<String>), CoreError> {
-    let row = sqlx::query(
+    let row = session::query(
         "SELECT id, kind, member_id, reference, reason, provenance, created_at FROM transactions \
          WHERE merchant_id = $1 AND id = $2",
     )

@@ -17,6 +17,7 @@ pub mod money;
 pub mod operations;
 pub mod plugins;
 pub mod points;
+pub mod session;
 pub mod settings;
 pub mod stores;
 pub mod ticks;

@@ -10,6 +10,7 @@ use crate::error::{CoreError, FieldError};
 use crate::ledger::{member_account_id, MEMBER_ACCOUNTS};
 use crate::merchants::Merchant;
 use crate::money::format_money;
+use crate::session::{self, Session};
 use crate::settings::double_option;
 use crate::stores::conflict_on;
 
@@ -232,8 +233,7 @@ fn validate_identity(
     })
 }
 
-fn map_identity_conflict(error: sqlx::Error) -> CoreError {
-    let error = CoreError::from(error);
+fn map_identity_conflict(error: CoreError) -> CoreError {
     let error = conflict_on(
         error,
         "members_phone",
@@ -261,7 +261,14 @@ pub async fn create_member(
     now: i64,
 ) -> Result<Member, CoreError> {
     let mut tx = pool.begin().await?;
-    let member = enrol_on(&mut tx, merchant, &new_id("mem"), input, now).await?;
+    let member = enrol_on(
+        &mut Session::Pooled(&mut tx),
+        merchant,
+        &new_id("mem"),
+        input,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(member)
 }
@@ -272,7 +279,7 @@ pub async fn create_member(
 /// write lock between their transactions (measured under the ledger benchmark's load: 220 ms
 /// an enrolment on average, 6.1 s at worst, when enrolments took the lock themselves).
 pub async fn enrol_on(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant: &Merchant,
     id: &str,
     input: &NewMember,
@@ -295,7 +302,7 @@ pub async fn create_members(
     let mut ids = Vec::with_capacity(inputs.len());
     for (input, now) in inputs {
         let id = new_id("mem");
-        insert_member(&mut tx, merchant, &id, input, *now).await?;
+        insert_member(&mut Session::Pooled(&mut tx), merchant, &id, input, *now).await?;
         ids.push(id);
     }
     tx.commit().await?;
@@ -304,7 +311,7 @@ pub async fn create_members(
 
 /// Validates and inserts a member with its accounts as `id`.
 async fn insert_member(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant: &Merchant,
     id: &str,
     input: &NewMember,
@@ -325,7 +332,7 @@ async fn insert_member(
         input.external_id.as_deref(),
         input.attributes.as_ref(),
     )?;
-    sqlx::query(
+    session::query(
         "INSERT INTO members (merchant_id, id, phone, email, name, birthday, external_id, \
          attributes, tier, joined_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
@@ -369,7 +376,7 @@ async fn insert_member(
             base + 2
         ));
     }
-    let mut query = sqlx::query(&sql).bind(&merchant.id).bind(id).bind(now);
+    let mut query = session::query(&sql).bind(&merchant.id).bind(id).bind(now);
     for (kind, asset) in MEMBER_ACCOUNTS {
         query = query
             .bind(member_account_id(id, kind))
@@ -383,7 +390,7 @@ async fn insert_member(
 const MEMBER_COLUMNS: &str = "id, phone, email, name, birthday, external_id, attributes, tier, \
      joined_at, updated_at, lifetime_spend, orders_count, last_purchase_at";
 
-fn member_from_row(row: &sqlx::any::AnyRow, exponent: u32) -> Result<Member, CoreError> {
+fn member_from_row(row: &session::Row, exponent: u32) -> Result<Member, CoreError> {
     let attributes: String = row.try_get("attributes")?;
     Ok(Member {
         id: row.try_get("id")?,
@@ -410,20 +417,17 @@ fn member_from_row(row: &sqlx::any::AnyRow, exponent: u32) -> Result<Member, Cor
 
 /// A member of the merchant, read on any executor (the pool, the writer's connection, a
 /// transaction); a foreign merchant's member is not found.
-pub async fn get_member<'e, E>(
-    executor: E,
+pub async fn get_member(
+    connection: &mut Session<'_>,
     merchant: &Merchant,
     id: &str,
-) -> Result<Member, CoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let row = sqlx::query(&format!(
+) -> Result<Member, CoreError> {
+    let row = session::query(&format!(
         "SELECT {MEMBER_COLUMNS} FROM members WHERE merchant_id = $1 AND id = $2"
     ))
     .bind(&merchant.id)
     .bind(id)
-    .fetch_optional(executor)
+    .fetch_optional(connection)
     .await?
     .ok_or(CoreError::NotFound("member"))?;
     member_from_row(&row, merchant.currency_exponent)
@@ -431,19 +435,16 @@ where
 
 /// Whether the merchant has this member, read on any executor (the pool, the writer's
 /// connection, a transaction).
-pub async fn member_exists<'e, E>(
-    executor: E,
+pub async fn member_exists(
+    connection: &mut Session<'_>,
     merchant_id: &str,
     id: &str,
-) -> Result<bool, CoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
+) -> Result<bool, CoreError> {
     let found: Option<String> =
-        sqlx::query_scalar("SELECT id FROM members WHERE merchant_id = $1 AND id = $2")
+        session::query_scalar("SELECT id FROM members WHERE merchant_id = $1 AND id = $2")
             .bind(merchant_id)
             .bind(id)
-            .fetch_optional(executor)
+            .fetch_optional(connection)
             .await?;
     Ok(found.is_some())
 }
@@ -451,7 +452,7 @@ where
 /// Changes a member's profile on the writer's connection (so, like an enrolment, it joins the
 /// group commit instead of waiting for SQLite's write lock) and reads it back there.
 pub async fn update_member_on(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant: &Merchant,
     id: &str,
     patch: &MemberPatch,
@@ -505,7 +506,7 @@ pub async fn update_member_on(
         Some(_) => identity.attributes,
         None => current.attributes,
     };
-    sqlx::query(
+    session::query(
         "UPDATE members SET phone = $3, email = $4, name = $5, birthday = $6, external_id = $7, \
          attributes = $8, updated_at = $9 WHERE merchant_id = $1 AND id = $2",
     )
@@ -563,8 +564,8 @@ pub async fn list_members(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| member_from_row(row, merchant.currency_exponent))
+    rows.into_iter()
+        .map(|row| member_from_row(&session::Row::Pooled(row), merchant.currency_exponent))
         .collect()
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::db::{
@@ -27,6 +27,7 @@ use crate::points::{
     expiry_after, insert_lot, lock_and_settle, lot_share_of_credit, take_from_active_lots,
     take_from_lot, PurchaseStats, MICROS_PER_DAY,
 };
+use crate::session::{self, Session};
 use crate::stores::{validate_code, PackageTerms};
 
 pub const ITEMS_PER_PURCHASE_MAX: usize = 500;
@@ -807,7 +808,7 @@ impl Command {
     /// Idempotency-Key row) in the same savepoint.
     pub async fn execute(
         &self,
-        connection: &mut AnyConnection,
+        connection: &mut Session<'_>,
         script: &mut Script,
         merchant: &Merchant,
         idempotency_key: Option<&str>,
@@ -971,8 +972,8 @@ impl Context<'_> {
     /// expires_at) are its lots not yet written.
     async fn balances_from(
         &self,
-        connection: &mut AnyConnection,
-        rows: Vec<sqlx::any::AnyRow>,
+        connection: &mut Session<'_>,
+        rows: Vec<session::Row>,
         member_id: &str,
         queued_lots: &[(i64, Option<i64>)],
     ) -> Result<Balances, CoreError> {
@@ -990,7 +991,7 @@ impl Context<'_> {
 
 /// Locks the member and brings their lots up to date, so every check sees current balances.
 async fn begin_member_write(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -1009,7 +1010,7 @@ async fn begin_member_write(
 
 /// Draws `amount` of stored value from principal and bonus in proportion to their balances.
 async fn stored_value_draw(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     context: &Context<'_>,
     member_id: &str,
     amount: i64,
@@ -1100,7 +1101,7 @@ pub fn honoured_expiry(expires_at: Option<i64>, activates_at: i64) -> Option<i64
 }
 
 async fn purchase(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     command: &PurchaseCommand,
@@ -1173,7 +1174,7 @@ async fn purchase(
     }
     let points_account = member_account_id(member_id, "points");
     if command.points_to_redeem > 0 {
-        let expires_at: Option<i64> = sqlx::query_scalar(
+        let expires_at: Option<i64> = session::query_scalar(
             "SELECT MAX(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
              AND state = 'active' AND remaining > 0",
         )
@@ -1448,7 +1449,7 @@ pub fn map_script_error(error: CoreError) -> CoreError {
 }
 
 async fn refund(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     purchase_id: &str,
@@ -1459,7 +1460,7 @@ async fn refund(
     // The route is the purchase's member as read before the command was queued; a purchase
     // never changes member, so locking it and then reading the purchase is consistent.
     begin_member_write(connection, script, context, routed_member_id).await?;
-    let row = sqlx::query(
+    let row = session::query(
         "SELECT member_id, store_id, total, refunded, points_awarded, points_reversed, lot_id, \
          payments FROM purchases WHERE merchant_id = $1 AND id = $2",
     )
@@ -1488,7 +1489,7 @@ async fn refund(
         RefundScope::Rest => refundable,
         RefundScope::Amount(amount) => *amount,
         RefundScope::Items(items) => {
-            let lines = sqlx::query(
+            let lines = session::query(
                 "SELECT line, sku, quantity, unit_price, refunded_quantity FROM purchase_items \
                  WHERE merchant_id = $1 AND purchase_id = $2 ORDER BY line",
             )
@@ -1665,7 +1666,7 @@ async fn refund(
              WHERE t.merchant_id = $1 AND t.member_id = $2 AND t.kind = 'points.expiry' \
              AND p.account_id = $3 AND t.reference IN ({lot_params})"
         );
-        let mut query = sqlx::query_scalar(&sql)
+        let mut query = session::query_scalar(&sql)
             .bind(&merchant.id)
             .bind(&member_id)
             .bind(crate::ledger::merchant_account_id("points_breakage"));
@@ -1827,7 +1828,7 @@ async fn refund(
 }
 
 async fn redeem(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -1870,7 +1871,7 @@ async fn redeem(
 /// Applies a campaign's actions for a member: once per (campaign, cause, member); each action
 /// within the member cap and the campaign's budget, else dropped and counted.
 async fn campaign_actions(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     command: &crate::campaigns::CampaignActionsCommand,
@@ -2129,7 +2130,7 @@ pub struct GiftRedemptionReceipt {
 }
 
 async fn redeem_gift(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -2151,7 +2152,7 @@ async fn redeem_gift(
         .await?;
     let Some(row) = rows.first() else {
         let stock: Option<i64> =
-            sqlx::query_scalar("SELECT stock FROM gifts WHERE merchant_id = $1 AND id = $2")
+            session::query_scalar("SELECT stock FROM gifts WHERE merchant_id = $1 AND id = $2")
                 .bind(merchant_id)
                 .bind(gift_id)
                 .fetch_optional(&mut *connection)
@@ -2221,7 +2222,7 @@ async fn redeem_gift(
 }
 
 async fn adjust(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -2288,7 +2289,7 @@ async fn adjust(
 }
 
 async fn top_up(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -2337,7 +2338,7 @@ async fn top_up(
 }
 
 async fn sell_count_card(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -2350,7 +2351,7 @@ async fn sell_count_card(
     let card_id = new_id("card");
     let account_id = count_card_account_id(&card_id);
     let expires_at = context.now + package.valid_days * MICROS_PER_DAY;
-    sqlx::query(
+    session::query(
         "INSERT INTO accounts (merchant_id, id, member_id, asset, kind, balance, version, created_at) \
          VALUES ($1, $2, $3, $4, 'count_card', 0, 0, $5)",
     )
@@ -2361,7 +2362,7 @@ async fn sell_count_card(
     .bind(context.now)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(
+    session::query(
         "INSERT INTO count_cards (merchant_id, id, member_id, package_id, account_id, name, uses, \
          expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -2426,7 +2427,7 @@ async fn sell_count_card(
 }
 
 async fn consume(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
@@ -2436,7 +2437,7 @@ async fn consume(
 ) -> Result<Outcome, CoreError> {
     let merchant = context.merchant;
     begin_member_write(connection, script, context, member_id).await?;
-    let card = sqlx::query(
+    let card = session::query(
         "SELECT c.account_id, c.expires_at, a.balance FROM count_cards c \
          JOIN accounts a ON a.merchant_id = c.merchant_id AND a.id = c.account_id \
          WHERE c.merchant_id = $1 AND c.id = $2 AND c.member_id = $3",

@@ -6,13 +6,14 @@
 //! `points_pending`; the active lots sum to the balance of `points` when it is not negative,
 //! and to zero when it is (a debt: later credits repay it before they form a lot).
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use crate::db::{new_id, Backend, Script, SqlValue};
 use crate::error::CoreError;
 use crate::ledger::{
     member_account_id, record, NewTransaction, Posting, LOTS_PER_SPEND_MAX, POINTS,
 };
+use crate::session::{self, Session};
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Most due lots one settlement handles for a member; the rest wait for the next run.
@@ -27,7 +28,7 @@ pub struct Lot {
     pub expires_at: Option<i64>,
 }
 
-fn lot_from_row(row: &sqlx::any::AnyRow) -> Result<Lot, CoreError> {
+fn lot_from_row(row: &session::Row) -> Result<Lot, CoreError> {
     Ok(Lot {
         id: row.try_get("id")?,
         state: row.try_get("state")?,
@@ -96,13 +97,13 @@ pub fn lot_share_of_credit(points: i64, balance_after: i64) -> i64 {
 }
 
 async fn set_lot_remaining(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     lot_id: &str,
     remaining: i64,
     state: &str,
 ) -> Result<(), CoreError> {
-    sqlx::query(
+    session::query(
         "UPDATE point_lots SET remaining = $3, state = $4 WHERE merchant_id = $1 AND id = $2",
     )
     .bind(merchant_id)
@@ -117,7 +118,7 @@ async fn set_lot_remaining(
 /// Takes up to `points` from the member's active lots, first to expire first (lots that
 /// never expire last), and returns how many it took. The caller posts the ledger side.
 pub async fn take_from_active_lots(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     member_id: &str,
     points: i64,
@@ -126,7 +127,7 @@ pub async fn take_from_active_lots(
     if points == 0 {
         return Ok(0);
     }
-    let rows = sqlx::query(&format!(
+    let rows = session::query(&format!(
         "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
          AND state = 'active' AND remaining > 0 \
          ORDER BY CASE WHEN expires_at IS NULL THEN 1 ELSE 0 END, expires_at, activates_at, id \
@@ -161,12 +162,12 @@ pub async fn take_from_active_lots(
 /// Takes up to `points` from one lot (a purchase's own lot, on refund). Returns the lot's
 /// state before, and how many it took.
 pub async fn take_from_lot(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     lot_id: &str,
     points: i64,
 ) -> Result<(String, i64), CoreError> {
-    let row = sqlx::query(&format!(
+    let row = session::query(&format!(
         "SELECT {LOT_COLUMNS} FROM point_lots WHERE merchant_id = $1 AND id = $2"
     ))
     .bind(merchant_id)
@@ -216,7 +217,7 @@ pub struct PurchaseStats {
 /// On SQLite the lock and the read of due lots travel in one round trip. Returns (points
 /// activated, points expired).
 pub async fn lock_and_settle(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     member_id: &str,
@@ -254,7 +255,7 @@ pub async fn lock_and_settle(
         }
         Backend::Postgres => {
             script.flush(connection).await?;
-            let mut query = sqlx::query(&lock_sql).bind(merchant_id).bind(member_id);
+            let mut query = session::query(&lock_sql).bind(merchant_id).bind(member_id);
             if let Some(stats) = purchase {
                 query = query.bind(stats.total).bind(stats.occurred_at);
             }
@@ -263,7 +264,7 @@ pub async fn lock_and_settle(
                 .await?
                 .ok_or(CoreError::NotFound("member"))?;
             let due_sql = due_lots_sql(3);
-            let mut rows = sqlx::query(&due_sql)
+            let mut rows = session::query(&due_sql)
                 .bind(merchant_id)
                 .bind(member_id)
                 .bind(now)
@@ -292,7 +293,7 @@ pub async fn lock_and_settle(
 /// each as its own ledger transaction. Idempotent: a lot changes state in the same
 /// database transaction as its ledger entry, so running it again finds nothing to do.
 async fn settle_lots(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     member_id: &str,

@@ -4,13 +4,14 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
 use crate::db::{from_unix_micros, new_id, Script};
 use crate::error::{CoreError, FieldError};
 use crate::events::{queue_event, NewEvent, TIER_CHANGED};
 use crate::operations::Outcome;
+use crate::session::Session;
 
 pub const TIERS_MAX: usize = 20;
 pub const TIER_CODE_LENGTH_MAX: usize = 32;
@@ -282,7 +283,7 @@ pub struct TierChangeOutcome {
 
 /// Runs in the writer's transaction: the conditional update takes the member's row lock.
 pub async fn change_tier(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     command: &TierChangeCommand,
@@ -385,7 +386,7 @@ pub async fn tier_history(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<Vec<TierHistoryEntry>, CoreError> {
-    if !crate::members::member_exists(pool, merchant_id, member_id).await? {
+    if !crate::members::member_exists(&mut Session::Pool(pool), merchant_id, member_id).await? {
         return Err(CoreError::NotFound("member"));
     }
     let rows = sqlx::query(

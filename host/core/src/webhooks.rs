@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::db::{from_unix_micros, new_id};
 use crate::error::{CoreError, FieldError};
 use crate::events::EVENT_KINDS;
+use crate::session::{self, Session};
 
 pub const WEBHOOKS_PER_MERCHANT_MAX: i64 = 20;
 pub const WEBHOOK_URL_LENGTH_MAX: usize = 2_000;
@@ -210,7 +211,7 @@ pub async fn deactivate_webhook(
 /// Records a pending delivery of the event to each webhook, due at once. A delivery that
 /// exists already (a second dispatch of the same event) is left as it is.
 pub async fn enqueue_deliveries(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     event_id: &str,
     event_kind: &str,
@@ -218,7 +219,7 @@ pub async fn enqueue_deliveries(
     now: i64,
 ) -> Result<(), CoreError> {
     for webhook_id in webhook_ids {
-        sqlx::query(
+        session::query(
             "INSERT INTO webhook_deliveries (merchant_id, id, webhook_id, event_id, event_kind, \
              state, attempts, next_attempt_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
@@ -288,14 +289,14 @@ pub async fn due_deliveries(
 /// or this one's next pass, skips them until then, and takes them over if this host dies.
 /// Returns the ids claimed (a delivery another host claimed first is left out).
 pub async fn claim_on(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     deliveries: &[(String, i64)],
     lease_until: i64,
 ) -> Result<Vec<String>, CoreError> {
     let mut claimed = Vec::with_capacity(deliveries.len());
     for (id, due_at) in deliveries {
-        let taken = sqlx::query(
+        let taken = session::query(
             "UPDATE webhook_deliveries SET next_attempt_at = $4 WHERE merchant_id = $1 AND id = $2 \
              AND state = 'pending' AND next_attempt_at = $3",
         )
@@ -304,8 +305,7 @@ pub async fn claim_on(
         .bind(*due_at)
         .bind(lease_until)
         .execute(&mut *connection)
-        .await?
-        .rows_affected();
+        .await?;
         if taken == 1 {
             claimed.push(id.clone());
         }
@@ -325,7 +325,7 @@ pub struct Attempt {
 }
 
 pub async fn record_attempt_on(
-    connection: &mut sqlx::AnyConnection,
+    connection: &mut Session<'_>,
     merchant_id: &str,
     delivery_id: &str,
     attempt: &Attempt,
@@ -341,7 +341,7 @@ pub async fn record_attempt_on(
             .take(DELIVERY_ERROR_LENGTH_MAX)
             .collect::<String>()
     });
-    sqlx::query(
+    session::query(
         "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, next_attempt_at = $4, \
          last_status = $5, last_error = $6, delivered_at = $7, updated_at = $8 \
          WHERE merchant_id = $1 AND id = $2",

@@ -7,13 +7,14 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Backend, Database, Script};
 use crate::error::CoreError;
 use crate::merchants::Merchant;
 use crate::operations::{map_script_error, Command, Outcome};
+use crate::session::{self, Session};
 
 /// Most commands one transaction carries.
 pub const BATCH_COMMANDS_MAX: usize = 128;
@@ -148,7 +149,7 @@ async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
     let mut carried: VecDeque<Envelope> = VecDeque::new();
     // The lane keeps one connection of its own, so SQLite's page cache and the prepared
     // statements stay warm; it is replaced only after a failure.
-    let mut connection: Option<AnyConnection> = None;
+    let mut connection: Option<LaneConnection> = None;
     loop {
         let mut batch: Vec<Envelope> = carried.drain(..).collect();
         if batch.is_empty() {
@@ -167,30 +168,58 @@ async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
     }
 }
 
+/// A lane's own connection: SQLite's file opened on the lane's thread, or a sqlx connection
+/// taken from the pool for good (PostgreSQL, and an in-memory SQLite database, which only
+/// the pool's connections share).
+enum LaneConnection {
+    Pooled(AnyConnection),
+    Direct(rusqlite::Connection),
+}
+
+impl LaneConnection {
+    fn session(&mut self) -> Session<'_> {
+        match self {
+            LaneConnection::Pooled(connection) => Session::Pooled(connection),
+            LaneConnection::Direct(connection) => Session::Direct(connection),
+        }
+    }
+}
+
+async fn connect_lane(database: &Database) -> Result<LaneConnection, CoreError> {
+    if let Some(path) = &database.sqlite_path {
+        // On the lane's own thread: opening the file blocks only this lane.
+        return Ok(LaneConnection::Direct(session::open_direct(
+            path,
+            &crate::db::sqlite_pragmas(),
+        )?));
+    }
+    let mut connection = database.pool.acquire().await?.detach();
+    if database.backend == Backend::Postgres {
+        // The lane runs the same few keyed statements thousands of times: cached
+        // generic plans save the planning (measured: a quarter of PostgreSQL's CPU
+        // under the ledger benchmark), and with sequential scans ruled out a plan
+        // cached while the tables were nearly empty still uses the keys.
+        let set_up = sqlx::Executor::execute(
+            &mut connection,
+            "SET plan_cache_mode = auto; SET enable_seqscan = off",
+        )
+        .await;
+        if let Err(error) = set_up {
+            tracing::warn!(%error, "writer keeps per-execution plans");
+        }
+    }
+    Ok(LaneConnection::Pooled(connection))
+}
+
 /// Runs a batch in one transaction. Returns the commands to run again (transient failures).
 async fn run_batch(
     database: &Database,
-    lane_connection: &mut Option<AnyConnection>,
+    lane_connection: &mut Option<LaneConnection>,
     batch: Vec<Envelope>,
 ) -> Vec<Envelope> {
     if lane_connection.is_none() {
-        match database.pool.acquire().await {
+        match connect_lane(database).await {
             Ok(connection) => {
-                let mut connection = connection.detach();
-                if database.backend == Backend::Postgres {
-                    // The lane runs the same few keyed statements thousands of times: cached
-                    // generic plans save the planning (measured: a quarter of PostgreSQL's CPU
-                    // under the ledger benchmark), and with sequential scans ruled out a plan
-                    // cached while the tables were nearly empty still uses the keys.
-                    let set_up = sqlx::Executor::execute(
-                        &mut connection,
-                        "SET plan_cache_mode = auto; SET enable_seqscan = off",
-                    )
-                    .await;
-                    if let Err(error) = set_up {
-                        tracing::warn!(%error, "writer keeps per-execution plans");
-                    }
-                }
                 *lane_connection = Some(connection);
             }
             Err(error) => {
@@ -204,8 +233,9 @@ async fn run_batch(
             }
         }
     }
-    let connection = lane_connection.as_mut().expect("connected above");
-    let begun = sqlx::query(database.begin_statement())
+    let mut session = lane_connection.as_mut().expect("connected above").session();
+    let connection = &mut session;
+    let begun = session::query(database.begin_statement())
         .execute(&mut *connection)
         .await;
     if let Err(error) = begun {
@@ -249,14 +279,14 @@ async fn run_batch(
     }
     let committed = match broken {
         Some(_) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            let _ = session::query("ROLLBACK").execute(&mut *connection).await;
             false
         }
-        None => match sqlx::query("COMMIT").execute(&mut *connection).await {
+        None => match session::query("COMMIT").execute(&mut *connection).await {
             Ok(_) => true,
             Err(error) => {
                 tracing::error!(%error, "writer commit failed");
-                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                let _ = session::query("ROLLBACK").execute(&mut *connection).await;
                 false
             }
         },
@@ -288,7 +318,7 @@ async fn run_batch(
 /// its queued inserts together with its Idempotency-Key row. The outer error means the
 /// connection or transaction is unusable; the inner result is the command's own.
 async fn run_in_savepoint(
-    connection: &mut AnyConnection,
+    connection: &mut Session<'_>,
     backend: Backend,
     submission: &Submission,
 ) -> Result<Result<Outcome, CoreError>, CoreError> {
@@ -336,7 +366,7 @@ async fn run_in_savepoint(
     }
     match result {
         Ok(outcome) => {
-            sqlx::query("RELEASE SAVEPOINT command")
+            session::query("RELEASE SAVEPOINT command")
                 .execute(&mut *connection)
                 .await?;
             Ok(Ok(outcome))
@@ -344,10 +374,10 @@ async fn run_in_savepoint(
         Err(error) => {
             // A savepoint still only queued means nothing of the command reached the database.
             if !script.savepoint_queued() {
-                sqlx::query("ROLLBACK TO SAVEPOINT command")
+                session::query("ROLLBACK TO SAVEPOINT command")
                     .execute(&mut *connection)
                     .await?;
-                sqlx::query("RELEASE SAVEPOINT command")
+                session::query("RELEASE SAVEPOINT command")
                     .execute(&mut *connection)
                     .await?;
             }
@@ -391,20 +421,17 @@ impl StoredResponse {
     }
 }
 
-pub async fn lookup<'e, E>(
-    executor: E,
+pub async fn lookup(
+    connection: &mut Session<'_>,
     merchant_id: &str,
     key: &str,
-) -> Result<Option<StoredResponse>, CoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let row = sqlx::query(
+) -> Result<Option<StoredResponse>, CoreError> {
+    let row = session::query(
         "SELECT request_digest, status, response FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
     )
     .bind(merchant_id)
     .bind(key)
-    .fetch_optional(executor)
+    .fetch_optional(connection)
     .await?;
     match row {
         Some(row) => Ok(Some(StoredResponse {

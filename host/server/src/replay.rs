@@ -6,6 +6,7 @@
 
 use loyalty_core::ledger::{get_transaction, LedgerEntry};
 use loyalty_core::merchants::Merchant;
+use loyalty_core::session::Session;
 use loyalty_core::CoreError;
 use loyalty_runtime as runtime;
 use serde::Serialize;
@@ -110,7 +111,7 @@ pub async fn explain(
 ) -> Result<Explanation, CoreError> {
     let mut connection = state.database.pool.acquire().await?;
     let (entry, member_id): (LedgerEntry, Option<String>) = get_transaction(
-        &mut connection,
+        &mut Session::Pooled(&mut connection),
         &merchant.id,
         id,
         &merchant.currency,

@@ -10,6 +10,7 @@ use jiff::ToSpan;
 use loyalty_core::events::{insert_event, NewEvent, POINTS_EXPIRING};
 use loyalty_core::merchants::{get_merchant, Merchant};
 use loyalty_core::operations::Command;
+use loyalty_core::session::Session;
 use loyalty_core::ticks::{self, Claim};
 use loyalty_core::tiers::{list_tiers, TierSource};
 use loyalty_core::writer::Submission;
@@ -231,9 +232,14 @@ async fn notify_expiring(
                 }),
             )
             .deduplicated_by(format!("{POINTS_EXPIRING}:{member_id}:{target}"));
-            if insert_event(&state.database.pool, &merchant.id, event, now)
-                .await?
-                .is_some()
+            if insert_event(
+                &mut Session::Pool(&state.database.pool),
+                &merchant.id,
+                event,
+                now,
+            )
+            .await?
+            .is_some()
             {
                 summary.expiry_notices += 1;
             }

@@ -8,6 +8,7 @@ use loyalty_core::ledger::{self, Balances, LedgerEntry};
 use loyalty_core::members::{self, Member, MemberFilter, MemberPatch, NewMember};
 use loyalty_core::merchants::Scope;
 use loyalty_core::operations::Command;
+use loyalty_core::session::Session;
 use serde::Deserialize;
 
 use crate::api::{respond, submit, Page};
@@ -46,7 +47,12 @@ pub async fn get(
 ) -> ApiResult<Json<Member>> {
     let principal = auth.require(Scope::Read)?;
     Ok(Json(
-        members::get_member(&state.database.pool, &principal.merchant, &id).await?,
+        members::get_member(
+            &mut Session::Pool(&state.database.pool),
+            &principal.merchant,
+            &id,
+        )
+        .await?,
     ))
 }
 
@@ -131,7 +137,7 @@ pub async fn balances(
         .await
         .map_err(loyalty_core::CoreError::from)?;
     let balances = ledger::balances(
-        &mut connection,
+        &mut Session::Pooled(&mut connection),
         &merchant.id,
         &id,
         merchant.currency_exponent,
@@ -154,7 +160,7 @@ pub async fn ledger(
     let principal = auth.require(Scope::Read)?;
     let merchant = &principal.merchant;
     let limit = page.limit()?;
-    if !members::member_exists(&state.database.pool, &merchant.id, &id).await? {
+    if !members::member_exists(&mut Session::Pool(&state.database.pool), &merchant.id, &id).await? {
         return Err(loyalty_core::CoreError::NotFound("member").into());
     }
     let mut connection = state
@@ -164,7 +170,7 @@ pub async fn ledger(
         .await
         .map_err(loyalty_core::CoreError::from)?;
     let entries = ledger::member_ledger(
-        &mut connection,
+        &mut Session::Pooled(&mut connection),
         &merchant.id,
         &id,
         &merchant.currency,

@@ -22,6 +22,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use loyalty_core::merchants::{Principal, Scope};
 use loyalty_core::operations::{Command, Outcome};
+use loyalty_core::session::Session;
 use loyalty_core::writer::{lookup, IdempotencyClaim, Submission};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -67,7 +68,7 @@ async fn replay(
     idempotent: &Idempotent,
 ) -> Result<Option<Response>, ApiError> {
     match lookup(
-        &state.database.pool,
+        &mut Session::Pool(&state.database.pool),
         &principal.merchant.id,
         &idempotent.claim.key,
     )

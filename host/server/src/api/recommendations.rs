@@ -10,6 +10,7 @@ use axum::Json;
 use loyalty_core::items::{self, ItemFeatures};
 use loyalty_core::merchants::Scope;
 use loyalty_core::money::format_money;
+use loyalty_core::session::Session;
 use loyalty_core::{members, stores, CoreError, FieldError};
 use loyalty_runtime as runtime;
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ pub async fn recommend(
         .into());
     }
     let pool = &state.database.pool;
-    if !members::member_exists(pool, &merchant.id, &id).await? {
+    if !members::member_exists(&mut Session::Pool(pool), &merchant.id, &id).await? {
         return Err(CoreError::NotFound("member").into());
     }
     if let Some(store_id) = &params.store_id {

@@ -5,6 +5,7 @@ use axum::Json;
 use loyalty_core::members;
 use loyalty_core::merchants::Scope;
 use loyalty_core::operations::Command;
+use loyalty_core::session::Session;
 use loyalty_core::tiers::{
     self, TierChangeCommand, TierChangeOutcome, TierHistoryEntry, TierList, TierSource, TiersInput,
     TIER_REASON_LENGTH_MAX,
@@ -105,7 +106,8 @@ pub async fn assign(
     if !errors.is_empty() {
         return Err(CoreError::Validation(errors).into());
     }
-    let member = members::get_member(&state.database.pool, merchant, &id).await?;
+    let member =
+        members::get_member(&mut Session::Pool(&state.database.pool), merchant, &id).await?;
     if member.tier == input.tier {
         return Ok(Json(TierChangeOutcome {
             changed: false,
