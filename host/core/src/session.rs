@@ -126,15 +126,15 @@ fn run_direct(
 ) -> Result<u64, rusqlite::Error> {
     let sql = sqlite_numbered(sql);
     let mut statement = connection.prepare_cached(&sql)?;
-    for index in 1..=statement.parameter_count() {
-        // A statement of a script may use only some of the script's numbers.
-        if statement.parameter_name(index).is_none() {
-            continue;
-        }
-        let value = values.get(index - 1).ok_or_else(|| {
-            rusqlite::Error::InvalidParameterName(format!("?{index} has no value in {sql}"))
-        })?;
-        statement.raw_bind_parameter(index, value)?;
+    // A statement of a script may use only some of the script's numbers; binding the ones
+    // it skips is harmless, and cheaper than asking SQLite which they are (a linear search
+    // per number: 4.5 % of the lane in a profile).
+    let count = statement.parameter_count();
+    if count > values.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), count));
+    }
+    for (index, value) in values.iter().take(count).enumerate() {
+        statement.raw_bind_parameter(index + 1, value)?;
     }
     let writes = !statement.readonly();
     let column_count = statement.column_count();
