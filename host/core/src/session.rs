@@ -583,6 +583,17 @@ mod tests {
         let (path, mut connection) = scratch();
         block_on(async {
             let mut session = Session::Direct(&mut connection);
+            // The writer's connection is as durable as the pool's: WAL, synchronous = FULL.
+            let journal: String = query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut session)
+                .await
+                .expect("journal mode");
+            assert_eq!(journal, "wal");
+            let synchronous: i64 = query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut session)
+                .await
+                .expect("synchronous");
+            assert_eq!(synchronous, 2);
             query("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, note TEXT)")
                 .execute(&mut session)
                 .await
