@@ -13,8 +13,14 @@ use crate::session::{Row, Session};
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
 /// A statement slower than this is logged as a warning.
 pub const SLOW_STATEMENT_MS: u64 = 500;
-/// Page cache per SQLite connection, in KiB.
+/// Page cache per SQLite connection of the pool, in KiB.
 pub const SQLITE_CACHE_KIB: u32 = 64 * 1024;
+/// Page cache of SQLite's writer lane, in KiB. Smaller than the readers': at every commit
+/// SQLite walks the cache's hash table (`pcache1TruncateUnsafe`, 6 % of the lane in a
+/// profile), and the lane's pages are re-read cheaply through the memory map. Measured in
+/// alternating 8 s runs against 64 MiB: one member 1,650–1,711 against 1,524–1,610
+/// purchases/s, 20,000 members 1,890–1,905 against 1,749–1,757.
+pub const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// How much of the database file SQLite reads through a memory map rather than `read` calls.
 /// A pooled reader's page cache is emptied whenever a write lands between its reads (WAL), so
 /// without a map every read after a write copies its pages in again with system calls.
@@ -87,7 +93,9 @@ impl Database {
                         connection.execute("SET plan_cache_mode = auto").await?;
                     }
                     if backend == Backend::Sqlite {
-                        connection.execute(sqlite_pragmas().as_str()).await?;
+                        connection
+                            .execute(sqlite_pragmas(SQLITE_CACHE_KIB).as_str())
+                            .await?;
                     }
                     Ok(())
                 })
@@ -135,12 +143,12 @@ impl Database {
 
 /// Every SQLite connection's settings: WAL so readers never block the writer; FULL so an
 /// acknowledged commit survives power loss, not only a process crash.
-pub fn sqlite_pragmas() -> String {
+pub fn sqlite_pragmas(cache_kib: u32) -> String {
     format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
          PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
          PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -{SQLITE_CACHE_KIB}; \
+         PRAGMA cache_size = -{cache_kib}; \
          PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
          PRAGMA journal_size_limit = {SQLITE_WAL_BYTES_KEPT}; \
          PRAGMA temp_store = MEMORY; \

@@ -563,7 +563,7 @@ mod tests {
         ));
         let connection = open_direct(
             path.to_str().expect("a temporary path is UTF-8"),
-            &crate::db::sqlite_pragmas(),
+            &crate::db::sqlite_pragmas(crate::db::SQLITE_WRITER_CACHE_KIB),
         )
         .expect("open");
         (path, connection)

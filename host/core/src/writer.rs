@@ -190,7 +190,7 @@ async fn connect_lane(database: &Database) -> Result<LaneConnection, CoreError> 
         // On the lane's own thread: opening the file blocks only this lane.
         return Ok(LaneConnection::Direct(session::open_direct(
             path,
-            &crate::db::sqlite_pragmas(),
+            &crate::db::sqlite_pragmas(crate::db::SQLITE_WRITER_CACHE_KIB),
         )?));
     }
     let mut connection = database.pool.acquire().await?.detach();
