@@ -38,35 +38,9 @@ pub enum Session<'c> {
 impl Session<'_> {
     pub fn backend(&self) -> Backend {
         match self {
-            Session::Pooled(connection) => {
-                if connection.backend_name().eq_ignore_ascii_case("sqlite") {
-                    Backend::Sqlite
-                } else {
-                    Backend::Postgres
-                }
-            }
+            Session::Pooled(connection) => connection_backend(connection),
             Session::Direct(_) => Backend::Sqlite,
-            Session::Pool(pool) => {
-                if pool
-                    .connect_options()
-                    .database_url
-                    .scheme()
-                    .starts_with("sqlite")
-                {
-                    Backend::Sqlite
-                } else {
-                    Backend::Postgres
-                }
-            }
-        }
-    }
-
-    /// The same connection for a shorter borrow, to hand to a callee by value.
-    pub fn reborrow(&mut self) -> Session<'_> {
-        match self {
-            Session::Pooled(connection) => Session::Pooled(connection),
-            Session::Direct(connection) => Session::Direct(connection),
-            Session::Pool(pool) => Session::Pool(pool),
+            Session::Pool(pool) => pool_backend(pool),
         }
     }
 
@@ -78,42 +52,66 @@ impl Session<'_> {
         values: Vec<SqlValue>,
         keep_rows: bool,
     ) -> Result<(Vec<Row>, u64), CoreError> {
-        if let Session::Direct(connection) = self {
-            let mut rows = Vec::new();
-            let mut changed = 0;
-            for statement in sql.split(";\n") {
-                changed +=
-                    run_direct(connection, statement, &values, &mut rows).map_err(direct_error)?;
-            }
-            return Ok((rows, changed));
-        }
-        let backend = self.backend();
-        let (sql, values) = match backend {
-            Backend::Sqlite => crate::db::positional(sql, values),
-            Backend::Postgres => (sql.to_string(), values),
-        };
-        let query = crate::db::bind_all(sqlx::query(&sql), values);
         match self {
-            Session::Pooled(connection) => {
-                if keep_rows {
-                    let rows = query.fetch_all(&mut **connection).await?;
-                    Ok((rows.into_iter().map(Row::Pooled).collect(), 0))
-                } else {
-                    let done = query.execute(&mut **connection).await?;
-                    Ok((Vec::new(), done.rows_affected()))
+            Session::Direct(connection) => {
+                let mut rows = Vec::new();
+                let mut changed = 0;
+                for statement in sql.split(";\n") {
+                    changed += run_direct(connection, statement, &values, &mut rows)
+                        .map_err(direct_error)?;
                 }
+                Ok((rows, changed))
+            }
+            Session::Pooled(connection) => {
+                let backend = connection_backend(connection);
+                run_sqlx(&mut **connection, backend, sql, values, keep_rows).await
             }
             Session::Pool(pool) => {
-                if keep_rows {
-                    let rows = query.fetch_all(*pool).await?;
-                    Ok((rows.into_iter().map(Row::Pooled).collect(), 0))
-                } else {
-                    let done = query.execute(*pool).await?;
-                    Ok((Vec::new(), done.rows_affected()))
-                }
+                run_sqlx(*pool, pool_backend(pool), sql, values, keep_rows).await
             }
-            Session::Direct(_) => unreachable!("answered above"),
         }
+    }
+}
+
+fn connection_backend(connection: &AnyConnection) -> Backend {
+    if connection.backend_name().eq_ignore_ascii_case("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
+}
+
+fn pool_backend(pool: &sqlx::AnyPool) -> Backend {
+    let options = pool.connect_options();
+    if options.database_url.scheme().starts_with("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
+}
+
+/// Runs `sql` through sqlx on `executor`.
+async fn run_sqlx<'e, E>(
+    executor: E,
+    backend: Backend,
+    sql: &str,
+    values: Vec<SqlValue>,
+    keep_rows: bool,
+) -> Result<(Vec<Row>, u64), CoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let (sql, values) = match backend {
+        Backend::Sqlite => crate::db::positional(sql, values),
+        Backend::Postgres => (sql.to_string(), values),
+    };
+    let query = crate::db::bind_all(sqlx::query(&sql), values);
+    if keep_rows {
+        let rows = query.fetch_all(executor).await?;
+        Ok((rows.into_iter().map(Row::Pooled).collect(), 0))
+    } else {
+        let done = query.execute(executor).await?;
+        Ok((Vec::new(), done.rows_affected()))
     }
 }
 
@@ -138,16 +136,20 @@ fn run_direct(
     }
     let writes = !statement.readonly();
     let column_count = statement.column_count();
-    let names: Option<Arc<[String]>> = (column_count > 0).then(|| {
-        statement
-            .column_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    });
+    // Named once per execution, and only when a row comes back (most statements return none).
+    let mut names: Option<Arc<[String]>> = None;
     let mut results = statement.raw_query();
     while let Some(row) = results.next()? {
-        let names = names.clone().expect("a row has columns");
+        let names = names
+            .get_or_insert_with(|| {
+                let statement: &rusqlite::Statement<'_> = row.as_ref();
+                statement
+                    .column_names()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .clone();
         let mut values = Vec::with_capacity(column_count);
         for index in 0..column_count {
             values.push(rusqlite::types::Value::from(row.get_ref(index)?));
@@ -332,20 +334,55 @@ impl<'q> Query<'q> {
     }
 }
 
-/// A statement whose rows are one value each.
-pub struct QueryScalar<'q, T> {
-    query: Query<'q>,
-    output: std::marker::PhantomData<fn() -> T>,
+/// How a typed query turns a row into its output.
+pub trait RowDecoder {
+    type Output;
+    fn decode(row: &Row) -> Result<Self::Output, CoreError>;
 }
 
-pub fn query_scalar<T: FromColumn>(sql: &str) -> QueryScalar<'_, T> {
-    QueryScalar {
-        query: query(sql),
-        output: std::marker::PhantomData,
+/// A row's first column as `T` ([`query_scalar`]).
+pub struct FirstColumn<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T: FromColumn> RowDecoder for FirstColumn<T> {
+    type Output = T;
+    fn decode(row: &Row) -> Result<T, CoreError> {
+        row.try_get(0)
     }
 }
 
-impl<'q, T: FromColumn> QueryScalar<'q, T> {
+/// A row as the tuple `T` ([`query_as`]).
+pub struct Tuple<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T: FromRow> RowDecoder for Tuple<T> {
+    type Output = T;
+    fn decode(row: &Row) -> Result<T, CoreError> {
+        T::from_row(row)
+    }
+}
+
+/// A statement whose rows decode to `D::Output`.
+pub struct TypedQuery<'q, D> {
+    query: Query<'q>,
+    decoder: std::marker::PhantomData<fn() -> D>,
+}
+
+/// A statement whose rows are one value each.
+pub fn query_scalar<T: FromColumn>(sql: &str) -> TypedQuery<'_, FirstColumn<T>> {
+    TypedQuery {
+        query: query(sql),
+        decoder: std::marker::PhantomData,
+    }
+}
+
+/// A statement whose rows are tuples.
+pub fn query_as<T: FromRow>(sql: &str) -> TypedQuery<'_, Tuple<T>> {
+    TypedQuery {
+        query: query(sql),
+        decoder: std::marker::PhantomData,
+    }
+}
+
+impl<'q, D: RowDecoder> TypedQuery<'q, D> {
     pub fn bind(mut self, value: impl Into<SqlValue>) -> Self {
         self.query = self.query.bind(value);
         self
@@ -356,64 +393,27 @@ impl<'q, T: FromColumn> QueryScalar<'q, T> {
         self
     }
 
-    pub async fn fetch_all(self, session: &mut Session<'_>) -> Result<Vec<T>, CoreError> {
+    pub async fn fetch_all(self, session: &mut Session<'_>) -> Result<Vec<D::Output>, CoreError> {
         self.query
             .fetch_all(session)
             .await?
             .iter()
-            .map(|row| row.try_get(0))
+            .map(D::decode)
             .collect()
     }
 
-    pub async fn fetch_optional(self, session: &mut Session<'_>) -> Result<Option<T>, CoreError> {
+    pub async fn fetch_optional(
+        self,
+        session: &mut Session<'_>,
+    ) -> Result<Option<D::Output>, CoreError> {
         match self.query.fetch_optional(session).await? {
-            Some(row) => Ok(Some(row.try_get(0)?)),
+            Some(row) => Ok(Some(D::decode(&row)?)),
             None => Ok(None),
         }
     }
 
-    pub async fn fetch_one(self, session: &mut Session<'_>) -> Result<T, CoreError> {
-        self.query.fetch_one(session).await?.try_get(0)
-    }
-}
-
-/// A statement whose rows are tuples.
-pub struct QueryAs<'q, T> {
-    query: Query<'q>,
-    output: std::marker::PhantomData<fn() -> T>,
-}
-
-pub fn query_as<T: FromRow>(sql: &str) -> QueryAs<'_, T> {
-    QueryAs {
-        query: query(sql),
-        output: std::marker::PhantomData,
-    }
-}
-
-impl<'q, T: FromRow> QueryAs<'q, T> {
-    pub fn bind(mut self, value: impl Into<SqlValue>) -> Self {
-        self.query = self.query.bind(value);
-        self
-    }
-
-    pub async fn fetch_all(self, session: &mut Session<'_>) -> Result<Vec<T>, CoreError> {
-        self.query
-            .fetch_all(session)
-            .await?
-            .iter()
-            .map(T::from_row)
-            .collect()
-    }
-
-    pub async fn fetch_optional(self, session: &mut Session<'_>) -> Result<Option<T>, CoreError> {
-        match self.query.fetch_optional(session).await? {
-            Some(row) => Ok(Some(T::from_row(&row)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub async fn fetch_one(self, session: &mut Session<'_>) -> Result<T, CoreError> {
-        T::from_row(&self.query.fetch_one(session).await?)
+    pub async fn fetch_one(self, session: &mut Session<'_>) -> Result<D::Output, CoreError> {
+        D::decode(&self.query.fetch_one(session).await?)
     }
 }
 
