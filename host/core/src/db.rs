@@ -54,7 +54,7 @@ pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
     /// SQLite's database file, which the writer opens on its own thread (see
-    /// [`crate::session`]); `None` on PostgreSQL and for an in-memory SQLite database.
+    /// [`crate::session`]); `None` on PostgreSQL.
     pub sqlite_path: Option<String>,
 }
 
@@ -103,7 +103,7 @@ impl Database {
             .connect_with(options)
             .await?;
         let sqlite_path = match backend {
-            Backend::Sqlite => sqlite_file(&url).filter(|path| path != ":memory:"),
+            Backend::Sqlite => sqlite_file(&url),
             Backend::Postgres => None,
         };
         Ok(Database {
@@ -181,13 +181,17 @@ fn sqlite_url_with_create(url: &str) -> Result<String, CoreError> {
     let path =
         sqlite_file(url).ok_or_else(|| CoreError::Config("sqlite url names no file".into()))?;
     let path = path.as_str();
-    if path != ":memory:" {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|error| {
-                    CoreError::Config(format!("cannot create {}: {error}", parent.display()))
-                })?;
-            }
+    // Every pooled connection (and the writer's own) would open a database of its own.
+    if path == ":memory:" || url.contains("mode=memory") {
+        return Err(CoreError::Config(
+            "an in-memory SQLite database is not supported: give a file (sqlite://path)".into(),
+        ));
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                CoreError::Config(format!("cannot create {}: {error}", parent.display()))
+            })?;
         }
     }
     let separator = if url.contains('?') { '&' } else { '?' };
@@ -586,6 +590,18 @@ fn renumber(sql: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refuses_in_memory_sqlite() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            let refused = super::sqlite_url_with_create(url).expect_err(url);
+            assert!(refused.to_string().contains("in-memory"), "{refused}");
+        }
+    }
+
     #[test]
     fn builds_values_rows() {
         assert_eq!(

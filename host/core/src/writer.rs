@@ -169,8 +169,7 @@ async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
 }
 
 /// A lane's own connection: SQLite's file opened on the lane's thread, or a sqlx connection
-/// taken from the pool for good (PostgreSQL, and an in-memory SQLite database, which only
-/// the pool's connections share).
+/// taken from the pool for good (PostgreSQL).
 enum LaneConnection {
     Pooled(AnyConnection),
     Direct(rusqlite::Connection),
