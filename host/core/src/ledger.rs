@@ -500,20 +500,27 @@ pub async fn balance_rows(
 
 /// The balances query with the merchant at `$merchant` and the member, now, the expiry
 /// window and the lot limit at `$first`, `$first+1`, … (so it can follow another statement).
+///
+/// The earliest expiry is the first of the member's lots in expiry order (`LIMIT 1`), not
+/// `MIN(expires_at)`: with the lot filters beside it, PostgreSQL's cached plan for the minimum
+/// aggregated over every active lot of the member, with a heap fetch each (seen with
+/// `auto_explain`: 1,327 lots for one minimum in the one-member benchmark). Measured in
+/// alternating 8 s runs on PostgreSQL: 484 and 481 purchases/s against 354 and 378 one member,
+/// the spread scenario unchanged; SQLite plans both forms alike (one index seek).
 fn balances_sql(merchant: usize, first: usize) -> String {
     let (member, now, window, limit) = (first, first + 1, first + 2, first + 3);
+    let member_lots = format!(
+        "FROM point_lots WHERE merchant_id = ${merchant} AND member_id = ${member} \
+         AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL"
+    );
     format!(
         "SELECT 'account' AS row_kind, id, balance AS amount, CAST(NULL AS BIGINT) AS at, \
                 CAST(NULL AS TEXT) AS package_id, CAST(NULL AS TEXT) AS name \
          FROM accounts WHERE merchant_id = ${merchant} AND member_id = ${member} AND kind <> 'count_card' \
          UNION ALL \
          SELECT 'expiring', '', CAST(COALESCE(SUM(remaining), 0) AS BIGINT), MIN(expires_at), NULL, NULL \
-         FROM (SELECT remaining, expires_at FROM point_lots WHERE merchant_id = ${merchant} \
-             AND member_id = ${member} AND state = 'active' AND remaining > 0 \
-             AND expires_at IS NOT NULL AND expires_at < ( \
-                 SELECT MIN(expires_at) FROM point_lots WHERE merchant_id = ${merchant} \
-                 AND member_id = ${member} AND state = 'active' AND remaining > 0 \
-                 AND expires_at IS NOT NULL) + ${window} \
+         FROM (SELECT remaining, expires_at {member_lots} AND expires_at < ( \
+                 SELECT expires_at {member_lots} ORDER BY expires_at LIMIT 1) + ${window} \
              ORDER BY expires_at LIMIT ${limit}) AS expiring \
          UNION ALL \
          SELECT 'card', c.id, a.balance, c.expires_at, c.package_id, c.name FROM count_cards c \
