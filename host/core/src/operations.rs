@@ -1174,13 +1174,17 @@ async fn purchase(
     }
     let points_account = member_account_id(member_id, "points");
     if command.points_to_redeem > 0 {
+        // The latest finite expiry, as the last lot in expiry order rather than MAX(): an
+        // aggregate beside the lot filters can be planned over all the member's lots (see
+        // ledger::balances_sql).
         let expires_at: Option<i64> = session::query_scalar(
-            "SELECT MAX(expires_at) FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
-             AND state = 'active' AND remaining > 0",
+            "SELECT expires_at FROM point_lots WHERE merchant_id = $1 AND member_id = $2 \
+             AND state = 'active' AND remaining > 0 AND expires_at IS NOT NULL \
+             ORDER BY expires_at DESC LIMIT 1",
         )
         .bind(&merchant.id)
         .bind(member_id)
-        .fetch_one(&mut *connection)
+        .fetch_optional(&mut *connection)
         .await?;
         let taken = take_from_active_lots(
             connection,
