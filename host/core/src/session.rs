@@ -200,8 +200,8 @@ impl rusqlite::ToSql for SqlValue {
 
 #[derive(Debug)]
 struct DirectError {
-    code: Option<String>,
-    kind: sqlx::error::ErrorKind,
+    /// SQLite's extended result code.
+    code: std::ffi::c_int,
     message: String,
 }
 
@@ -218,7 +218,7 @@ impl sqlx::error::DatabaseError for DirectError {
         &self.message
     }
     fn code(&self) -> Option<Cow<'_, str>> {
-        self.code.as_deref().map(Cow::Borrowed)
+        Some(Cow::Owned(self.code.to_string()))
     }
     fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         self
@@ -230,40 +230,24 @@ impl sqlx::error::DatabaseError for DirectError {
         self
     }
     fn kind(&self) -> sqlx::error::ErrorKind {
-        match &self.kind {
-            sqlx::error::ErrorKind::UniqueViolation => sqlx::error::ErrorKind::UniqueViolation,
-            sqlx::error::ErrorKind::ForeignKeyViolation => {
-                sqlx::error::ErrorKind::ForeignKeyViolation
+        use rusqlite::ffi;
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                sqlx::error::ErrorKind::UniqueViolation
             }
-            sqlx::error::ErrorKind::NotNullViolation => sqlx::error::ErrorKind::NotNullViolation,
-            sqlx::error::ErrorKind::CheckViolation => sqlx::error::ErrorKind::CheckViolation,
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => sqlx::error::ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
             _ => sqlx::error::ErrorKind::Other,
         }
     }
 }
 
-/// SQLite's extended result codes for the constraint failures sqlx names too.
-const SQLITE_CONSTRAINT_CHECK: i32 = 275;
-const SQLITE_CONSTRAINT_FOREIGNKEY: i32 = 787;
-const SQLITE_CONSTRAINT_NOTNULL: i32 = 1299;
-const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
-const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
-
 fn direct_error(error: rusqlite::Error) -> CoreError {
     match error {
         rusqlite::Error::SqliteFailure(failure, message) => {
-            let kind = match failure.extended_code {
-                SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => {
-                    sqlx::error::ErrorKind::UniqueViolation
-                }
-                SQLITE_CONSTRAINT_FOREIGNKEY => sqlx::error::ErrorKind::ForeignKeyViolation,
-                SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
-                SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
-                _ => sqlx::error::ErrorKind::Other,
-            };
             CoreError::Database(sqlx::Error::Database(Box::new(DirectError {
-                code: Some(failure.extended_code.to_string()),
-                kind,
+                code: failure.extended_code,
                 message: message.unwrap_or_else(|| failure.to_string()),
             })))
         }
