@@ -330,7 +330,7 @@ impl Script {
     ) -> Result<Vec<Row>, CoreError> {
         match connection {
             Session::Pooled(_) | Session::Pool(_) if self.backend == Backend::Sqlite => {
-                self.statements.push((sql.to_string(), values));
+                self.push(sql, values);
                 self.savepoint_queued = false;
                 let (sql, values) = self.take_sqlite();
                 crate::session::query(&sql)
@@ -370,19 +370,22 @@ impl Script {
         self.push(sql, Vec::new());
     }
 
-    /// The queued statements as one SQLite string numbered through, and its values.
-    fn take_sqlite(&mut self) -> (String, Vec<SqlValue>) {
-        let mut sql = String::new();
+    /// Takes the queued statements, each renumbered to follow the ones before it, and all
+    /// their values in order.
+    fn take_numbered(&mut self) -> (Vec<String>, Vec<SqlValue>) {
+        let mut statements = Vec::with_capacity(self.statements.len());
         let mut values = Vec::new();
         for (statement, statement_values) in self.statements.drain(..) {
-            let statement = renumber(&statement, values.len());
-            if !sql.is_empty() {
-                sql.push_str(";\n");
-            }
-            sql.push_str(&statement);
+            statements.push(renumber(&statement, values.len()));
             values.extend(statement_values);
         }
-        (sql, values)
+        (statements, values)
+    }
+
+    /// The queued statements as one SQLite string numbered through, and its values.
+    fn take_sqlite(&mut self) -> (String, Vec<SqlValue>) {
+        let (statements, values) = self.take_numbered();
+        (statements.join(";\n"), values)
     }
 
     /// Runs the collected statements and empties the script. A command that must read
@@ -409,22 +412,18 @@ impl Script {
                     .await?;
             }
             Session::Pooled(_) | Session::Pool(_) => {
-                let statements = std::mem::take(&mut self.statements);
+                let (statements, values) = self.take_numbered();
+                let (last, rest) = statements.split_last().expect("not empty");
                 let mut sql = String::new();
-                let mut values = Vec::new();
-                let last = statements.len() - 1;
-                for (index, (statement, statement_values)) in statements.into_iter().enumerate() {
-                    let statement = renumber(&statement, values.len());
-                    values.extend(statement_values);
-                    if index == last {
-                        sql.push(' ');
-                        sql.push_str(&statement);
-                    } else {
-                        sql.push_str(if index == 0 { "WITH " } else { ", " });
-                        sql.push_str(&format!("s{index} AS ({statement})"));
-                    }
+                for (index, statement) in rest.iter().enumerate() {
+                    sql.push_str(if index == 0 { "WITH " } else { ", " });
+                    sql.push_str(&format!("s{index} AS ({statement})"));
                 }
-                crate::session::query(sql.trim_start())
+                if !rest.is_empty() {
+                    sql.push(' ');
+                }
+                sql.push_str(last);
+                crate::session::query(&sql)
                     .bind_values(values)
                     .execute(connection)
                     .await?;
@@ -435,31 +434,6 @@ impl Script {
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-/// Runs `sql`, written with `$1…$n`, with `values` on `connection`.
-pub async fn execute_numbered(
-    connection: &mut Session<'_>,
-    sql: String,
-    values: Vec<SqlValue>,
-) -> Result<(), CoreError> {
-    crate::session::query(&sql)
-        .bind_values(values)
-        .execute(connection)
-        .await?;
-    Ok(())
-}
-
-/// [`execute_numbered`] for a statement whose rows are read.
-pub async fn fetch_numbered(
-    connection: &mut Session<'_>,
-    sql: String,
-    values: Vec<SqlValue>,
-) -> Result<Vec<Row>, CoreError> {
-    crate::session::query(&sql)
-        .bind_values(values)
-        .fetch_all(connection)
-        .await
-}
 
 pub(crate) fn bind_all(mut query: AnyQuery<'_>, values: Vec<SqlValue>) -> AnyQuery<'_> {
     for value in values {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{execute_numbered, from_unix_micros, new_id, numbered_list, Script, SqlValue};
+use crate::db::{from_unix_micros, new_id, numbered_list, Script, SqlValue};
 use crate::error::CoreError;
 use crate::session::{self, Session};
 
@@ -177,7 +177,10 @@ pub async fn mark_dispatched(
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(SqlValue::from));
-        execute_numbered(connection, sql, values).await?;
+        session::query(&sql)
+            .bind_values(values)
+            .execute(connection)
+            .await?;
     }
     Ok(())
 }

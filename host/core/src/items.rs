@@ -9,9 +9,9 @@ use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use utoipa::ToSchema;
 
-use crate::db::{execute_numbered, fetch_numbered, numbered_list, values_rows, SqlValue};
+use crate::db::{numbered_list, values_rows, SqlValue};
 use crate::error::CoreError;
-use crate::session::Session;
+use crate::session::{self, Session};
 
 /// Distinct items of one purchase that count towards co-purchases (the costliest lines
 /// first): n items make n × (n - 1) / 2 pairs, so a basket of 500 lines must not make 124,750
@@ -120,7 +120,9 @@ pub async fn count_purchases(
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
         values.extend(chunk.iter().map(|(event_id, _)| SqlValue::from(*event_id)));
-        let fresh: Vec<String> = fetch_numbered(connection, sql, values)
+        let fresh: Vec<String> = session::query(&sql)
+            .bind_values(values)
+            .fetch_all(connection)
             .await?
             .iter()
             .map(|row| row.try_get("event_id"))
@@ -190,7 +192,10 @@ pub async fn count_purchases(
                 delta.last_sold_at.into(),
             ]);
         }
-        execute_numbered(connection, sql, values).await?;
+        session::query(&sql)
+            .bind_values(values)
+            .execute(connection)
+            .await?;
     }
     let pairs: Vec<(&(String, String), &i64)> = pairs.iter().collect();
     for chunk in pairs.chunks(UPSERT_ROWS_MAX) {
@@ -204,7 +209,10 @@ pub async fn count_purchases(
         for ((sku, other), count) in chunk {
             values.extend([SqlValue::from(sku), other.into(), (**count).into()]);
         }
-        execute_numbered(connection, sql, values).await?;
+        session::query(&sql)
+            .bind_values(values)
+            .execute(connection)
+            .await?;
     }
     Ok(())
 }

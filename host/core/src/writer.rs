@@ -232,8 +232,8 @@ async fn run_batch(
             }
         }
     }
-    let mut session = lane_connection.as_mut().expect("connected above").session();
-    let connection = &mut session;
+    let mut lane_session = lane_connection.as_mut().expect("connected above").session();
+    let connection = &mut lane_session;
     let begun = session::query(database.begin_statement())
         .execute(&mut *connection)
         .await;
