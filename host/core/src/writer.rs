@@ -1,8 +1,9 @@
 //! The writer: every value-moving command goes through it. Commands are routed to a lane by
-//! member, and a lane runs whatever is queued as one database transaction with a savepoint
-//! per command, so many commands share one durable commit (group commit) while each still
-//! applies or fails alone. Replies go out only after the commit, so an acknowledged command
-//! survives a crash. The Idempotency-Key row is written in the command's savepoint.
+//! member, and a lane runs whatever is queued as one database transaction, so many commands
+//! share one durable commit (group commit) while each still applies or fails alone: the batch
+//! runs first without savepoints, and only if one of its commands fails is it rolled back and
+//! run again with a savepoint per command. Replies go out only after the commit, so an
+//! acknowledged command survives a crash. The Idempotency-Key row is written with its command.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -210,6 +211,38 @@ async fn connect_lane(database: &Database) -> Result<LaneConnection, CoreError> 
     Ok(LaneConnection::Pooled(connection))
 }
 
+/// How a batch's commands are kept apart inside its transaction.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Guard {
+    /// No savepoints: the first command that fails undoes the whole attempt, and the batch
+    /// runs again with [`Guard::Savepoints`]. Commands that succeed cost no savepoint, no
+    /// release and (on SQLite) no sub-journal copy of every page they touch.
+    Optimistic,
+    /// A savepoint per command: a command that fails rolls back alone.
+    Savepoints,
+}
+
+/// What one attempt at a batch came to.
+enum Attempt {
+    /// An optimistic attempt met a failing command and was rolled back: nothing was written.
+    CommandFailed,
+    /// The transaction could not begin, or broke: every command is told to retry.
+    Unavailable,
+    /// The transaction ended; one verdict per command, in the batch's order.
+    Ended {
+        committed: bool,
+        verdicts: Vec<Verdict>,
+    },
+}
+
+enum Verdict {
+    Answer(Result<Outcome, CoreError>),
+    /// A transient failure (deadlock, serialization): run again in the next batch.
+    Again,
+    /// The transaction broke at or before this command.
+    Broken,
+}
+
 /// Runs a batch in one transaction. Returns the commands to run again (transient failures).
 async fn run_batch(
     database: &Database,
@@ -223,107 +256,141 @@ async fn run_batch(
             }
             Err(error) => {
                 tracing::error!(%error, "writer cannot get a connection");
-                for envelope in batch {
-                    let _ = envelope.reply.send(Err(CoreError::Unavailable(
-                        "the database is unavailable".into(),
-                    )));
-                }
+                reply_unavailable(batch, "the database is unavailable");
                 return Vec::new();
             }
         }
     }
-    let mut lane_session = lane_connection.as_mut().expect("connected above").session();
+    let connection = lane_connection.as_mut().expect("connected above");
+    let mut attempt = run_attempt(database, connection, &batch, Guard::Optimistic).await;
+    if matches!(attempt, Attempt::CommandFailed) {
+        attempt = run_attempt(database, connection, &batch, Guard::Savepoints).await;
+    }
+    let (committed, verdicts) = match attempt {
+        Attempt::Ended {
+            committed,
+            verdicts,
+        } => (committed, verdicts),
+        Attempt::CommandFailed => unreachable!("a guarded attempt does not stop at a command"),
+        Attempt::Unavailable => {
+            *lane_connection = None;
+            reply_unavailable(batch, "the database is unavailable");
+            return Vec::new();
+        }
+    };
+    assert_eq!(verdicts.len(), batch.len(), "one verdict per command");
+    if !committed {
+        // A connection that failed mid-batch is not trusted again.
+        *lane_connection = None;
+    }
+    let mut again = Vec::new();
+    for (mut envelope, verdict) in batch.into_iter().zip(verdicts) {
+        let result = match verdict {
+            Verdict::Again if committed => {
+                envelope.attempts += 1;
+                again.push(envelope);
+                continue;
+            }
+            Verdict::Again | Verdict::Broken => {
+                Err(CoreError::Unavailable("the batch failed".into()))
+            }
+            Verdict::Answer(Ok(_)) if !committed => Err(CoreError::Unavailable(
+                "the database did not commit; retry with the same Idempotency-Key".into(),
+            )),
+            Verdict::Answer(result) => result,
+        };
+        let _ = envelope.reply.send(result);
+    }
+    again
+}
+
+fn reply_unavailable(batch: Vec<Envelope>, detail: &str) {
+    for envelope in batch {
+        let _ = envelope
+            .reply
+            .send(Err(CoreError::Unavailable(detail.to_string())));
+    }
+}
+
+/// One transaction over the batch's commands, kept apart as `guard` says.
+async fn run_attempt(
+    database: &Database,
+    lane_connection: &mut LaneConnection,
+    batch: &[Envelope],
+    guard: Guard,
+) -> Attempt {
+    let mut lane_session = lane_connection.session();
     let connection = &mut lane_session;
     let begun = session::query(database.begin_statement())
         .execute(&mut *connection)
         .await;
     if let Err(error) = begun {
-        *lane_connection = None;
         tracing::error!(%error, "writer cannot begin a transaction");
-        for envelope in batch {
-            let _ = envelope.reply.send(Err(CoreError::Unavailable(
-                "the database is unavailable".into(),
-            )));
-        }
-        return Vec::new();
+        return Attempt::Unavailable;
     }
-    let mut finished: Vec<(Envelope, Result<Outcome, CoreError>)> = Vec::with_capacity(batch.len());
-    let mut again = Vec::new();
-    let mut broken: Option<CoreError> = None;
-    for mut envelope in batch {
-        if broken.is_some() {
-            finished.push((
-                envelope,
-                Err(CoreError::Unavailable("the batch failed".into())),
-            ));
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut broken = false;
+    for envelope in batch {
+        if broken {
+            verdicts.push(Verdict::Broken);
             continue;
         }
-        match run_in_savepoint(connection, database.backend, &envelope.submission).await {
-            Ok(result) => match result {
-                Err(error) if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX => {
-                    envelope.attempts += 1;
-                    again.push(envelope);
+        match run_command(connection, database.backend, &envelope.submission, guard).await {
+            Ok(Err(_)) if guard == Guard::Optimistic => {
+                if let Err(error) = session::query("ROLLBACK").execute(&mut *connection).await {
+                    tracing::error!(%error, "writer cannot roll back");
+                    return Attempt::Unavailable;
                 }
-                result => finished.push((envelope, result)),
-            },
+                return Attempt::CommandFailed;
+            }
+            Ok(Err(error))
+                if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX =>
+            {
+                verdicts.push(Verdict::Again);
+            }
+            Ok(result) => verdicts.push(Verdict::Answer(result)),
             Err(error) => {
                 tracing::error!(%error, "writer lost its transaction");
-                broken = Some(error);
-                finished.push((
-                    envelope,
-                    Err(CoreError::Unavailable("the batch failed".into())),
-                ));
+                broken = true;
+                verdicts.push(Verdict::Broken);
             }
         }
     }
-    let committed = match broken {
-        Some(_) => {
-            let _ = session::query("ROLLBACK").execute(&mut *connection).await;
-            false
-        }
-        None => match session::query("COMMIT").execute(&mut *connection).await {
+    let committed = if broken {
+        let _ = session::query("ROLLBACK").execute(&mut *connection).await;
+        false
+    } else {
+        match session::query("COMMIT").execute(&mut *connection).await {
             Ok(_) => true,
             Err(error) => {
                 tracing::error!(%error, "writer commit failed");
                 let _ = session::query("ROLLBACK").execute(&mut *connection).await;
                 false
             }
-        },
-    };
-    if !committed {
-        // A connection that failed mid-batch is not trusted again.
-        *lane_connection = None;
-    }
-    for (envelope, result) in finished {
-        let result = match result {
-            Ok(_) if !committed => Err(CoreError::Unavailable(
-                "the database did not commit; retry with the same Idempotency-Key".into(),
-            )),
-            result => result,
-        };
-        let _ = envelope.reply.send(result);
-    }
-    if !committed {
-        for envelope in again.drain(..) {
-            let _ = envelope
-                .reply
-                .send(Err(CoreError::Unavailable("the batch failed".into())));
         }
+    };
+    Attempt::Ended {
+        committed,
+        verdicts,
     }
-    again
 }
 
-/// Runs one command inside a savepoint: the command's direct statements, then one flush of
-/// its queued inserts together with its Idempotency-Key row. The outer error means the
-/// connection or transaction is unusable; the inner result is the command's own.
-async fn run_in_savepoint(
+/// Runs one command: its direct statements, then one flush of its queued inserts together
+/// with its Idempotency-Key row; inside a savepoint when `guard` asks for one. The outer error
+/// means the connection or transaction is unusable; the inner result is the command's own
+/// (unguarded, a failed command may have written part of itself: the caller rolls back).
+async fn run_command(
     connection: &mut Session<'_>,
     backend: Backend,
     submission: &Submission,
+    guard: Guard,
 ) -> Result<Result<Outcome, CoreError>, CoreError> {
     let merchant_id = &submission.merchant.id;
     let mut script = Script::new(backend);
-    script.open_savepoint(connection, "command").await?;
+    let guarded = guard == Guard::Savepoints;
+    if guarded {
+        script.open_savepoint(connection, "command").await?;
+    }
     let mut result = submission
         .command
         .execute(
@@ -353,15 +420,18 @@ async fn run_in_savepoint(
         }
         // On SQLite the savepoint's release rides at the end of the script: it runs only if
         // every statement before it succeeded.
-        let release_queued = backend == Backend::Sqlite;
+        let release_queued = guarded && backend == Backend::Sqlite;
         if release_queued {
             script.push_raw("RELEASE SAVEPOINT command");
         }
         match script.flush(connection).await {
-            Ok(()) if release_queued => return Ok(result),
+            Ok(()) if release_queued || !guarded => return Ok(result),
             Ok(()) => {}
             Err(error) => result = Err(error),
         }
+    }
+    if !guarded {
+        return Ok(result);
     }
     match result {
         Ok(outcome) => {
