@@ -343,9 +343,7 @@ async fn run_attempt(
                 }
                 return Attempt::CommandFailed;
             }
-            Ok(Err(error))
-                if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX =>
-            {
+            Ok(Err(error)) if error.is_transient() && envelope.attempts < TRANSIENT_RETRIES_MAX => {
                 verdicts.push(Verdict::Again);
             }
             Ok(result) => verdicts.push(Verdict::Answer(result)),
