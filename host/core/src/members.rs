@@ -551,19 +551,34 @@ pub async fn list_members(
         .email
         .as_ref()
         .map(|email| email.trim().to_lowercase());
-    let rows = sqlx::query(&format!(
-        "SELECT {MEMBER_COLUMNS} FROM members WHERE merchant_id = $1 AND id > $2 \
-         AND ($3 = '' OR phone = $3) AND ($4 = '' OR email = $4) AND ($5 = '' OR external_id = $5) \
-         ORDER BY id LIMIT $6"
-    ))
-    .bind(&merchant.id)
-    .bind(cursor.unwrap_or(""))
-    .bind(phone.unwrap_or_default())
-    .bind(email.unwrap_or_default())
-    .bind(filter.external_id.clone().unwrap_or_default())
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    // Only the filters given become conditions, each a plain equality: a lookup by phone,
+    // email or external id then goes through that column's unique index (a partial index,
+    // usable only where the query names the column), instead of walking the merchant's
+    // members in id order and testing each.
+    let mut conditions = String::new();
+    let mut values: Vec<String> = Vec::new();
+    for (column, value) in [
+        ("phone", phone),
+        ("email", email),
+        ("external_id", filter.external_id.clone()),
+    ] {
+        if let Some(value) = value {
+            values.push(value);
+            conditions.push_str(&format!(" AND {column} = ${}", 2 + values.len()));
+        }
+    }
+    let sql = format!(
+        "SELECT {MEMBER_COLUMNS} FROM members WHERE merchant_id = $1 AND id > $2{conditions} \
+         ORDER BY id LIMIT ${}",
+        3 + values.len()
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(&merchant.id)
+        .bind(cursor.unwrap_or(""));
+    for value in values {
+        query = query.bind(value);
+    }
+    let rows = query.bind(limit).fetch_all(pool).await?;
     rows.into_iter()
         .map(|row| member_from_row(&session::Row::Pooled(row), merchant.currency_exponent))
         .collect()
