@@ -25,6 +25,8 @@ pub const LANE_QUEUE_DEPTH_MAX: usize = 4_096;
 pub const TRANSIENT_RETRIES_MAX: u32 = 5;
 /// Lanes on PostgreSQL: concurrent transactions, each batching. SQLite has one writer.
 pub const POSTGRES_LANES_DEFAULT: usize = 16;
+/// Most lanes on PostgreSQL, whatever is asked: each is a thread and a connection of its own.
+pub const POSTGRES_LANES_MAX: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct IdempotencyClaim {
@@ -63,21 +65,16 @@ impl Writer {
         let lanes = match (database.backend, lanes) {
             (Backend::Sqlite, _) => 1,
             (Backend::Postgres, 0) => POSTGRES_LANES_DEFAULT,
-            (Backend::Postgres, lanes) => lanes,
+            (Backend::Postgres, lanes) => lanes.min(POSTGRES_LANES_MAX),
         };
         let senders = (0..lanes)
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(LANE_QUEUE_DEPTH_MAX);
-                match database.backend {
-                    // SQLite's one lane is the critical path of every write: on a thread of
-                    // its own it is woken the moment its connection answers, instead of
-                    // queueing behind request handlers and plugin calls on the shared
-                    // workers (measured: the import's writer sat idle half the time).
-                    Backend::Sqlite => spawn_lane_thread(database.clone(), receiver),
-                    Backend::Postgres => {
-                        tokio::spawn(run_lane(database.clone(), receiver));
-                    }
-                }
+                // A lane is the critical path of its members' writes: on a thread of its own
+                // it is woken the moment its connection answers, instead of queueing behind
+                // request handlers and plugin calls on the shared workers (measured: the
+                // import's writer sat idle half the time).
+                spawn_lane_thread(database.clone(), receiver);
                 sender
             })
             .collect();
@@ -134,7 +131,11 @@ impl Writer {
 }
 
 /// Runs a lane on a thread of its own with a single-threaded runtime; the thread ends when
-/// every sender is gone.
+/// every sender is gone. The lane's connection is opened there too (SQLite's file, or a
+/// PostgreSQL socket watched by this runtime), so nothing of a lane's round trip waits for
+/// the shared workers: on PostgreSQL, alternating 10 s runs with 2,000 members gave one
+/// member 561–677 against 406–617 purchases/s and spread 897–1,084 against 971–990, against
+/// lanes as tasks on the shared runtime with pooled connections.
 fn spawn_lane_thread(database: Database, receiver: mpsc::Receiver<Envelope>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,7 +194,9 @@ async fn connect_lane(database: &Database) -> Result<LaneConnection, CoreError> 
             &crate::db::sqlite_pragmas(crate::db::SQLITE_WRITER_CACHE_KIB),
         )?));
     }
-    let mut connection = database.pool.acquire().await?.detach();
+    // Opened on the lane's thread, so its socket is watched by the lane's own runtime.
+    let options = database.pool.connect_options();
+    let mut connection = sqlx::ConnectOptions::connect(options.as_ref()).await?;
     if database.backend == Backend::Postgres {
         // The lane runs the same few keyed statements thousands of times: cached
         // generic plans save the planning (measured: a quarter of PostgreSQL's CPU

@@ -30,7 +30,8 @@ enum Command {
         /// The operator key (creates merchants). Generated and printed when not given.
         #[arg(long, env = "LOYALTY_OPERATOR_KEY", hide_env_values = true)]
         operator_key: Option<String>,
-        /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default.
+        /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default
+        /// (16), at most 64. Each lane is a thread with a connection of its own.
         #[arg(long, default_value_t = 0)]
         writer_lanes: usize,
         /// Seconds between runs of the background jobs (points lifecycle, due daily ticks).
