@@ -170,17 +170,17 @@ async fn run_lane(database: Database, mut receiver: mpsc::Receiver<Envelope>) {
     }
 }
 
-/// A lane's own connection: SQLite's file opened on the lane's thread, or a sqlx connection
-/// taken from the pool for good (PostgreSQL).
+/// A lane's own connection, opened on the lane's thread: SQLite's file through rusqlite, or a
+/// sqlx connection with the pool's options (PostgreSQL).
 enum LaneConnection {
-    Pooled(AnyConnection),
+    Sqlx(AnyConnection),
     Direct(rusqlite::Connection),
 }
 
 impl LaneConnection {
     fn session(&mut self) -> Session<'_> {
         match self {
-            LaneConnection::Pooled(connection) => Session::Pooled(connection),
+            LaneConnection::Sqlx(connection) => Session::Pooled(connection),
             LaneConnection::Direct(connection) => Session::Direct(connection),
         }
     }
@@ -211,7 +211,7 @@ async fn connect_lane(database: &Database) -> Result<LaneConnection, CoreError> 
             tracing::warn!(%error, "writer keeps per-execution plans");
         }
     }
-    Ok(LaneConnection::Pooled(connection))
+    Ok(LaneConnection::Sqlx(connection))
 }
 
 /// How a batch's commands are kept apart inside its transaction.
