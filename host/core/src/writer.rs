@@ -426,12 +426,13 @@ async fn run_command(
             script.push_raw("RELEASE SAVEPOINT command");
         }
         match script.flush(connection).await {
-            Ok(()) if release_queued || !guarded => return Ok(result),
+            Ok(()) if release_queued => return Ok(result),
             Ok(()) => {}
             Err(error) => result = Err(error),
         }
     }
     if !guarded {
+        // Unguarded, a failure is the caller's to undo (it rolls back the whole attempt).
         return Ok(result);
     }
     match result {
