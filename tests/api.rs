@@ -2565,7 +2565,92 @@ async fn wrong_method(backend: Backend) {
     response.problem(405);
 }
 
+/// The next expiry sums whole hours from `point_expiry_hours` and the lots of the window's
+/// last hour one by one: lots placed (by back-dating) around that hour's edges must count
+/// exactly as "expiring within a day of the earliest", before and after spends and refunds.
+async fn expiring_next_counts_across_hours(backend: Backend) {
+    const HOUR: i64 = 3_600_000_000;
+    const MINUTE: i64 = 60_000_000;
+    const YEAR: i64 = 365 * 24 * HOUR;
+    let shop = &shop(backend).await;
+    let member = shop.member("13800138000").await;
+    // Thirty days ago, on an hour: a purchase then expires 365 days later, on the same minute.
+    let base = (shop.server.clock.now() - 30 * 24 * HOUR) / HOUR * HOUR;
+    let mut purchases = Vec::new();
+    for (offset, amount) in [
+        (30 * MINUTE, "10.00"),             // the earliest expiry
+        (23 * HOUR + 59 * MINUTE, "20.00"), // a whole hour inside the day
+        (24 * HOUR + 10 * MINUTE, "40.00"), // the day's last, partial hour: inside
+        (24 * HOUR + 30 * MINUTE, "80.00"), // exactly a day after the earliest: outside
+        (24 * HOUR + 50 * MINUTE, "160.00"),
+    ] {
+        let body = json!({"member_id": member, "store_id": shop.store,
+                          "occurred_at": loyalty_core::db::format_micros(base + offset),
+                          "items": [{"sku": "ITEM", "quantity": 1, "unit_price": amount}],
+                          "payments": [{"method": "cash", "amount": amount}]});
+        let receipt = shop
+            .server
+            .post_idem("/v1/purchases", shop.key(), &idem(), &body)
+            .await
+            .ok(201)
+            .clone();
+        purchases.push(receipt["id"].as_str().expect("an id").to_string());
+    }
+    let expiring = |balances: &Value| {
+        let next = &balances["points"]["expiring_next"];
+        (
+            next["points"].as_i64().expect("points"),
+            unix_seconds(&next["at"]),
+        )
+    };
+    let seconds = |offset: i64| (base + YEAR + offset) / 1_000_000;
+    let balances = shop.balances(&member).await;
+    assert_eq!(available(&balances), 310, "{balances}");
+    assert_eq!(
+        expiring(&balances),
+        (70, seconds(30 * MINUTE)),
+        "{balances}"
+    );
+
+    // Refunding the partial hour's purchase takes its 40 out of the window.
+    shop.refund(&purchases[2], json!({})).await.ok(201);
+    let balances = shop.balances(&member).await;
+    assert_eq!(
+        expiring(&balances),
+        (30, seconds(30 * MINUTE)),
+        "{balances}"
+    );
+
+    // Spending 15 empties the earliest lot and takes 5 of the next: the window now starts
+    // there and reaches the last two lots.
+    shop.redeem(&member, 15).await.ok(201);
+    let balances = shop.balances(&member).await;
+    assert_eq!(
+        expiring(&balances),
+        (15 + 80 + 160, seconds(23 * HOUR + 59 * MINUTE)),
+        "{balances}"
+    );
+    shop.server.verify().await;
+
+    // `verify` notices an hour that no longer matches its lots.
+    let pool = &shop.server.state.database.pool;
+    sqlx::query("UPDATE point_expiry_hours SET points = points + 1 WHERE points > 0")
+        .execute(pool)
+        .await
+        .expect("tamper");
+    let report = loyalty_core::verify::verify(pool)
+        .await
+        .expect("verify runs");
+    let hours = report
+        .checks
+        .iter()
+        .find(|check| check.name.starts_with("expiring points by hour"))
+        .expect("the expiry-hour check");
+    assert!(hours.violation_count > 0, "{:?}", hours.violations);
+}
+
 backend_tests!(
+    expiring_next_counts_across_hours,
     refund_after_points_expired,
     back_dated_purchase_points_expire_at_once,
     wrong_method,

@@ -1,5 +1,6 @@
 //! The database handle: one `sqlx::AnyPool` over SQLite or PostgreSQL, one schema for both.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -281,7 +282,16 @@ pub struct Script {
     statements: Vec<(String, Vec<SqlValue>)>,
     /// A SAVEPOINT is queued and has not been sent yet: nothing of the command ran.
     savepoint_queued: bool,
+    /// Changes of members' expiring points, by (merchant, member, expiry hour), merged until
+    /// the flush: PostgreSQL cannot upsert one row twice in one statement, and a command may
+    /// touch two lots expiring in the same hour.
+    expiry_hours: BTreeMap<(String, String, i64), i64>,
 }
+
+/// Microseconds in an hour of `point_expiry_hours` (migration 0009).
+pub const EXPIRY_HOUR_MICROS: i64 = 3_600_000_000;
+/// Rows of `point_expiry_hours` one upsert carries at most.
+const EXPIRY_HOURS_PER_UPSERT_MAX: usize = 100;
 
 impl Script {
     pub fn new(backend: Backend) -> Script {
@@ -289,6 +299,53 @@ impl Script {
             backend,
             statements: Vec::new(),
             savepoint_queued: false,
+            expiry_hours: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `points` (negative: takes them) to the member's spendable points expiring in the
+    /// hour of `expires_at`; written with the script's next flush.
+    pub fn add_expiring_points(
+        &mut self,
+        merchant_id: &str,
+        member_id: &str,
+        expires_at: i64,
+        points: i64,
+    ) {
+        // Active lots expire after they were written, so truncation is the floor here.
+        assert!(expires_at > 0, "an active lot expires after 1970");
+        if points == 0 {
+            return;
+        }
+        let key = (
+            merchant_id.to_string(),
+            member_id.to_string(),
+            expires_at / EXPIRY_HOUR_MICROS,
+        );
+        *self.expiry_hours.entry(key).or_default() += points;
+    }
+
+    /// Turns the merged expiry-hour changes into upserts at the end of the queue.
+    fn queue_expiry_hours(&mut self) {
+        let changes: Vec<_> = std::mem::take(&mut self.expiry_hours)
+            .into_iter()
+            .filter(|(_, points)| *points != 0)
+            .collect();
+        for chunk in changes.chunks(EXPIRY_HOURS_PER_UPSERT_MAX) {
+            let sql = format!(
+                "INSERT INTO point_expiry_hours (merchant_id, member_id, expiry_hour, points) \
+                 VALUES {} ON CONFLICT (merchant_id, member_id, expiry_hour) \
+                 DO UPDATE SET points = point_expiry_hours.points + excluded.points",
+                values_rows(0, 4, chunk.len(), "")
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 4);
+            for ((merchant_id, member_id, hour), points) in chunk {
+                values.push(merchant_id.into());
+                values.push(member_id.into());
+                values.push((*hour).into());
+                values.push((*points).into());
+            }
+            self.push(&sql, values);
         }
     }
 
@@ -328,6 +385,7 @@ impl Script {
         sql: &str,
         values: Vec<SqlValue>,
     ) -> Result<Vec<Row>, CoreError> {
+        self.queue_expiry_hours();
         match connection {
             Session::Pooled(_) | Session::Pool(_) if self.backend == Backend::Sqlite => {
                 self.push(sql, values);
@@ -391,6 +449,7 @@ impl Script {
     /// Runs the collected statements and empties the script. A command that must read
     /// what it queued flushes first.
     pub async fn flush(&mut self, connection: &mut Session<'_>) -> Result<(), CoreError> {
+        self.queue_expiry_hours();
         if self.statements.is_empty() {
             return Ok(());
         }

@@ -1188,6 +1188,7 @@ async fn purchase(
         .await?;
         let taken = take_from_active_lots(
             connection,
+            script,
             &merchant.id,
             member_id,
             command.points_to_redeem,
@@ -1648,7 +1649,8 @@ async fn refund(
             if wanted == 0 {
                 break;
             }
-            let (state, taken) = take_from_lot(connection, &merchant.id, lot_id, wanted).await?;
+            let (state, taken) =
+                take_from_lot(connection, script, &merchant.id, lot_id, wanted).await?;
             if state == "pending" {
                 taken_pending += taken;
             } else {
@@ -1682,7 +1684,8 @@ async fn refund(
         payments.expired_forgiven += points_expired;
         rest -= points_expired;
     }
-    let taken_elsewhere = take_from_active_lots(connection, &merchant.id, &member_id, rest).await?;
+    let taken_elsewhere =
+        take_from_active_lots(connection, script, &merchant.id, &member_id, rest).await?;
     let shortfall = rest - taken_elsewhere;
     let (points_debt, points_not_reversed) = if merchant.settings.allow_negative_points {
         (shortfall, 0)
@@ -1841,7 +1844,7 @@ async fn redeem(
 ) -> Result<Outcome, CoreError> {
     let merchant_id = &context.merchant.id;
     begin_member_write(connection, script, context, member_id).await?;
-    let taken = take_from_active_lots(connection, merchant_id, member_id, points).await?;
+    let taken = take_from_active_lots(connection, script, merchant_id, member_id, points).await?;
     if taken < points {
         return Err(CoreError::Unprocessable(format!(
             "the member has {taken} points available, {points} requested"
@@ -2173,7 +2176,7 @@ async fn redeem_gift(
     let stock_left: i64 = row.try_get("stock")?;
     debug_assert!(stock_left >= 0, "the guard keeps stock from going negative");
     let points = points_cost * quantity;
-    let taken = take_from_active_lots(connection, merchant_id, member_id, points).await?;
+    let taken = take_from_active_lots(connection, script, merchant_id, member_id, points).await?;
     if taken < points {
         return Err(CoreError::Unprocessable(format!(
             "the member has {taken} points available, the gift needs {points}"
@@ -2245,7 +2248,8 @@ async fn adjust(
     transaction.negative_allowed = vec![points_account.clone()];
     if points < 0 {
         let wanted = -points;
-        let taken = take_from_active_lots(connection, &merchant.id, member_id, wanted).await?;
+        let taken =
+            take_from_active_lots(connection, script, &merchant.id, member_id, wanted).await?;
         if taken < wanted && !merchant.settings.allow_negative_points {
             return Err(CoreError::Unprocessable(format!(
                 "the member has {taken} points available; the merchant does not allow negative points"

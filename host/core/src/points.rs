@@ -22,6 +22,7 @@ pub const DUE_LOTS_PER_SETTLEMENT_MAX: i64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct Lot {
     pub id: String,
+    pub member_id: String,
     pub state: String,
     pub remaining: i64,
     pub activates_at: i64,
@@ -31,6 +32,7 @@ pub struct Lot {
 fn lot_from_row(row: &session::Row) -> Result<Lot, CoreError> {
     Ok(Lot {
         id: row.try_get("id")?,
+        member_id: row.try_get("member_id")?,
         state: row.try_get("state")?,
         remaining: row.try_get("remaining")?,
         activates_at: row.try_get("activates_at")?,
@@ -38,7 +40,16 @@ fn lot_from_row(row: &session::Row) -> Result<Lot, CoreError> {
     })
 }
 
-const LOT_COLUMNS: &str = "id, state, remaining, activates_at, expires_at";
+const LOT_COLUMNS: &str = "id, member_id, state, remaining, activates_at, expires_at";
+
+/// What a lot in `state` with `remaining` points counts towards `point_expiry_hours`:
+/// (expires_at, points) for an active lot with an expiry, nothing otherwise.
+fn expiring_share(state: &str, remaining: i64, expires_at: Option<i64>) -> Option<(i64, i64)> {
+    match expires_at {
+        Some(at) if state == "active" && remaining > 0 => Some((at, remaining)),
+        _ => None,
+    }
+}
 
 pub fn expiry_after(activates_at: i64, expiry_days: Option<u32>) -> Option<i64> {
     expiry_days.map(|days| activates_at + i64::from(days) * MICROS_PER_DAY)
@@ -87,6 +98,9 @@ pub fn insert_lot(
             now.into(),
         ],
     );
+    if let Some((at, points)) = expiring_share(state, remaining, expires_at) {
+        script.add_expiring_points(merchant_id, member_id, at, points);
+    }
     id
 }
 
@@ -96,10 +110,13 @@ pub fn lot_share_of_credit(points: i64, balance_after: i64) -> i64 {
     points.min(balance_after.max(0))
 }
 
+/// Gives the lot read as `before` its new `remaining` and `state`, and moves its share of
+/// the member's expiring points along (queued in `script`).
 async fn set_lot_remaining(
     connection: &mut Session<'_>,
+    script: &mut Script,
     merchant_id: &str,
-    lot_id: &str,
+    before: &Lot,
     remaining: i64,
     state: &str,
 ) -> Result<(), CoreError> {
@@ -107,11 +124,17 @@ async fn set_lot_remaining(
         "UPDATE point_lots SET remaining = $3, state = $4 WHERE merchant_id = $1 AND id = $2",
     )
     .bind(merchant_id)
-    .bind(lot_id)
+    .bind(&before.id)
     .bind(remaining)
     .bind(state)
     .execute(&mut *connection)
     .await?;
+    if let Some((at, points)) = expiring_share(&before.state, before.remaining, before.expires_at) {
+        script.add_expiring_points(merchant_id, &before.member_id, at, -points);
+    }
+    if let Some((at, points)) = expiring_share(state, remaining, before.expires_at) {
+        script.add_expiring_points(merchant_id, &before.member_id, at, points);
+    }
     Ok(())
 }
 
@@ -119,6 +142,7 @@ async fn set_lot_remaining(
 /// never expire last), and returns how many it took. The caller posts the ledger side.
 pub async fn take_from_active_lots(
     connection: &mut Session<'_>,
+    script: &mut Script,
     merchant_id: &str,
     member_id: &str,
     points: i64,
@@ -147,8 +171,9 @@ pub async fn take_from_active_lots(
         let left = lot.remaining - take;
         set_lot_remaining(
             connection,
+            script,
             merchant_id,
-            &lot.id,
+            &lot,
             left,
             if left == 0 { "closed" } else { "active" },
         )
@@ -163,6 +188,7 @@ pub async fn take_from_active_lots(
 /// state before, and how many it took.
 pub async fn take_from_lot(
     connection: &mut Session<'_>,
+    script: &mut Script,
     merchant_id: &str,
     lot_id: &str,
     points: i64,
@@ -186,7 +212,7 @@ pub async fn take_from_lot(
     } else {
         lot.state.clone()
     };
-    set_lot_remaining(connection, merchant_id, &lot.id, left, &state).await?;
+    set_lot_remaining(connection, script, merchant_id, &lot, left, &state).await?;
     Ok((lot.state, take))
 }
 
@@ -329,13 +355,10 @@ async fn settle_lots(
             // posted to the points account and its new balance is known.
             let balance = balances.get(&points_account).copied().unwrap_or(0);
             let share = lot_share_of_credit(lot.remaining, balance);
+            let state = if share == 0 { "closed" } else { "active" };
+            set_lot_remaining(connection, script, merchant_id, &lot, share, state).await?;
             lot.remaining = share;
-            lot.state = if share == 0 {
-                "closed".into()
-            } else {
-                "active".into()
-            };
-            set_lot_remaining(connection, merchant_id, &lot.id, lot.remaining, &lot.state).await?;
+            lot.state = state.into();
         }
         if lot.state == "active" && lot.expires_at.is_some_and(|at| at <= now) {
             record(
@@ -357,7 +380,7 @@ async fn settle_lots(
             )
             .await?;
             expired += lot.remaining;
-            set_lot_remaining(connection, merchant_id, &lot.id, 0, "closed").await?;
+            set_lot_remaining(connection, script, merchant_id, &lot, 0, "closed").await?;
         }
     }
     Ok((activated, expired))

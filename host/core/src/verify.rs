@@ -102,6 +102,18 @@ const CHECKS: &[Spec] = &[
              CASE WHEN a.balance < 0 THEN 0 ELSE a.balance END",
     },
     Spec {
+        name: "expiring points by hour equal the active lots expiring in that hour",
+        examined: "SELECT COUNT(*) FROM point_expiry_hours",
+        violations: "SELECT merchant_id || ' ' || member_id || ' hour ' || CAST(expiry_hour AS TEXT) \
+             || ' is off by ' || CAST(total AS TEXT) AS violation FROM ( \
+             SELECT merchant_id, member_id, expiry_hour, SUM(points) AS total FROM ( \
+             SELECT merchant_id, member_id, expiry_hour, points FROM point_expiry_hours \
+             UNION ALL SELECT merchant_id, member_id, expires_at / 3600000000, -remaining \
+             FROM point_lots WHERE state = 'active' AND remaining > 0 AND expires_at IS NOT NULL \
+             ) AS both_sides GROUP BY merchant_id, member_id, expiry_hour) AS differences \
+             WHERE total <> 0",
+    },
+    Spec {
         name: "lots are well-formed (0 <= remaining <= earned, closed lots empty)",
         examined: "SELECT COUNT(*) FROM point_lots",
         violations: "SELECT merchant_id || ' ' || id AS violation FROM point_lots \
