@@ -2565,17 +2565,41 @@ async fn wrong_method(backend: Backend) {
     response.problem(405);
 }
 
-/// The next expiry sums whole hours from `point_expiry_hours` and the lots of the window's
-/// last hour one by one: lots placed (by back-dating) around that hour's edges must count
-/// exactly as "expiring within a day of the earliest", before and after spends and refunds.
+/// A member with many lots in their next-expiry window is switched over to
+/// `point_expiry_hours`: the next expiry then sums whole hours from there and reads only the
+/// lots of the window's last hour. Lots placed (by back-dating) around that hour's edges must
+/// count exactly as "expiring within a day of the earliest", through spends and refunds; a
+/// member with few lots keeps no rows.
 async fn expiring_next_counts_across_hours(backend: Backend) {
     const HOUR: i64 = 3_600_000_000;
     const MINUTE: i64 = 60_000_000;
     const YEAR: i64 = 365 * 24 * HOUR;
     let shop = &shop(backend).await;
     let member = shop.member("13800138000").await;
+    let light = shop.member("13800138001").await;
+    shop.cash_purchase(&light, "5.00").await.ok(201);
     // Thirty days ago, on an hour: a purchase then expires 365 days later, on the same minute.
     let base = (shop.server.clock.now() - 30 * 24 * HOUR) / HOUR * HOUR;
+    let purchase = |offset: i64, amount: &str| {
+        let body = json!({"member_id": member, "store_id": shop.store,
+                          "occurred_at": loyalty_core::db::format_micros(base + offset),
+                          "items": [{"sku": "ITEM", "quantity": 1, "unit_price": amount}],
+                          "payments": [{"method": "cash", "amount": amount}]});
+        async move {
+            let receipt = shop
+                .server
+                .post_idem("/v1/purchases", shop.key(), &idem(), &body)
+                .await
+                .ok(201)
+                .clone();
+            receipt["id"].as_str().expect("an id").to_string()
+        }
+    };
+    // Enough lots at the earliest expiry that a purchase's balances read sums the threshold.
+    let fillers = loyalty_core::points::EXPIRY_HOURS_LOTS_MIN;
+    for _ in 0..fillers {
+        purchase(30 * MINUTE, "1.00").await;
+    }
     let mut purchases = Vec::new();
     for (offset, amount) in [
         (30 * MINUTE, "10.00"),             // the earliest expiry
@@ -2584,18 +2608,30 @@ async fn expiring_next_counts_across_hours(backend: Backend) {
         (24 * HOUR + 30 * MINUTE, "80.00"), // exactly a day after the earliest: outside
         (24 * HOUR + 50 * MINUTE, "160.00"),
     ] {
-        let body = json!({"member_id": member, "store_id": shop.store,
-                          "occurred_at": loyalty_core::db::format_micros(base + offset),
-                          "items": [{"sku": "ITEM", "quantity": 1, "unit_price": amount}],
-                          "payments": [{"method": "cash", "amount": amount}]});
-        let receipt = shop
-            .server
-            .post_idem("/v1/purchases", shop.key(), &idem(), &body)
-            .await
-            .ok(201)
-            .clone();
-        purchases.push(receipt["id"].as_str().expect("an id").to_string());
+        purchases.push(purchase(offset, amount).await);
     }
+    let pool = &shop.server.state.database.pool;
+    let kept = |member: String| async move {
+        let kept: i64 = sqlx::query_scalar("SELECT expiry_hours_kept FROM members WHERE id = $1")
+            .bind(&member)
+            .fetch_one(pool)
+            .await
+            .expect("the member");
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM point_expiry_hours WHERE member_id = $1")
+                .bind(&member)
+                .fetch_one(pool)
+                .await
+                .expect("hours");
+        (kept, rows)
+    };
+    assert_eq!(
+        kept(member.clone()).await,
+        (1, 3),
+        "a row per hour with points"
+    );
+    assert_eq!(kept(light.clone()).await, (0, 0));
+
     let expiring = |balances: &Value| {
         let next = &balances["points"]["expiring_next"];
         (
@@ -2605,10 +2641,10 @@ async fn expiring_next_counts_across_hours(backend: Backend) {
     };
     let seconds = |offset: i64| (base + YEAR + offset) / 1_000_000;
     let balances = shop.balances(&member).await;
-    assert_eq!(available(&balances), 310, "{balances}");
+    assert_eq!(available(&balances), fillers + 310, "{balances}");
     assert_eq!(
         expiring(&balances),
-        (70, seconds(30 * MINUTE)),
+        (fillers + 70, seconds(30 * MINUTE)),
         "{balances}"
     );
 
@@ -2617,23 +2653,27 @@ async fn expiring_next_counts_across_hours(backend: Backend) {
     let balances = shop.balances(&member).await;
     assert_eq!(
         expiring(&balances),
-        (30, seconds(30 * MINUTE)),
+        (fillers + 30, seconds(30 * MINUTE)),
         "{balances}"
     );
 
-    // Spending 15 empties the earliest lot and takes 5 of the next: the window now starts
-    // there and reaches the last two lots.
-    shop.redeem(&member, 15).await.ok(201);
+    // Spending empties the earliest hour's lots and takes 5 of the next: the window now
+    // starts there and reaches the last two lots.
+    shop.redeem(&member, fillers + 15).await.ok(201);
     let balances = shop.balances(&member).await;
     assert_eq!(
         expiring(&balances),
         (15 + 80 + 160, seconds(23 * HOUR + 59 * MINUTE)),
         "{balances}"
     );
+    assert_eq!(
+        expiring(&shop.balances(&light).await).0,
+        5,
+        "a member without rows reads their lots"
+    );
     shop.server.verify().await;
 
     // `verify` notices an hour that no longer matches its lots.
-    let pool = &shop.server.state.database.pool;
     sqlx::query("UPDATE point_expiry_hours SET points = points + 1 WHERE points > 0")
         .execute(pool)
         .await

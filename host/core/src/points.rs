@@ -104,6 +104,49 @@ pub fn insert_lot(
     id
 }
 
+/// Lots in a member's next-expiry window from which the member keeps `point_expiry_hours`
+/// rows: summing this many lots costs a read about what keeping the rows costs a write.
+pub const EXPIRY_HOURS_LOTS_MIN: i64 = 100;
+
+/// Switches the member (locked by this command) over to `point_expiry_hours`: builds their
+/// rows from the lots as they stand and marks the member. Their later lot changes in this
+/// command add to the rows; the statements run at once, so no queued change is counted twice.
+pub async fn keep_expiry_hours(
+    connection: &mut Session<'_>,
+    script: &mut Script,
+    merchant_id: &str,
+    member_id: &str,
+) -> Result<(), CoreError> {
+    script.flush(connection).await?;
+    // Rows a command added without knowing the member's flag (see `Script`) are rebuilt too.
+    session::query("DELETE FROM point_expiry_hours WHERE merchant_id = $1 AND member_id = $2")
+        .bind(merchant_id)
+        .bind(member_id)
+        .execute(&mut *connection)
+        .await?;
+    session::query(&format!(
+        "INSERT INTO point_expiry_hours (merchant_id, member_id, expiry_hour, points) \
+         SELECT merchant_id, member_id, expires_at / {hour}, SUM(remaining) FROM point_lots \
+         WHERE merchant_id = $1 AND member_id = $2 AND state = 'active' AND remaining > 0 \
+         AND expires_at IS NOT NULL GROUP BY merchant_id, member_id, expires_at / {hour}",
+        hour = crate::db::EXPIRY_HOUR_MICROS
+    ))
+    .bind(merchant_id)
+    .bind(member_id)
+    .execute(&mut *connection)
+    .await?;
+    let marked = session::query(
+        "UPDATE members SET expiry_hours_kept = 1 WHERE merchant_id = $1 AND id = $2",
+    )
+    .bind(merchant_id)
+    .bind(member_id)
+    .execute(&mut *connection)
+    .await?;
+    assert_eq!(marked, 1, "the member is locked by this command");
+    script.set_expiry_hours_kept(merchant_id, member_id, true);
+    Ok(())
+}
+
 /// How much of a credit of `points` forms a lot, given the balance after the credit: a
 /// debt is repaid first.
 pub fn lot_share_of_credit(points: i64, balance_after: i64) -> i64 {
@@ -253,7 +296,7 @@ pub async fn lock_and_settle(
     let (lock_sql, lock_params) = match purchase {
         None => (
             "UPDATE members SET version = version + 1 WHERE merchant_id = $1 AND id = $2 \
-             RETURNING 'member' AS row_kind"
+             RETURNING 'member' AS row_kind, expiry_hours_kept"
                 .to_string(),
             2,
         ),
@@ -262,7 +305,7 @@ pub async fn lock_and_settle(
              orders_count = orders_count + 1, last_purchase_at = CASE \
              WHEN last_purchase_at IS NULL OR last_purchase_at < $4 THEN $4 \
              ELSE last_purchase_at END WHERE merchant_id = $1 AND id = $2 \
-             RETURNING 'member' AS row_kind"
+             RETURNING 'member' AS row_kind, expiry_hours_kept"
                 .to_string(),
             4,
         ),
@@ -305,7 +348,11 @@ pub async fn lock_and_settle(
     let mut lots = Vec::new();
     for row in &rows {
         match row.try_get::<String, _>("row_kind")?.as_str() {
-            "member" => locked = true,
+            "member" => {
+                locked = true;
+                let kept: i64 = row.try_get("expiry_hours_kept")?;
+                script.set_expiry_hours_kept(merchant_id, member_id, kept == 1);
+            }
             _ => lots.push(lot_from_row(row)?),
         }
     }

@@ -102,14 +102,19 @@ const CHECKS: &[Spec] = &[
              CASE WHEN a.balance < 0 THEN 0 ELSE a.balance END",
     },
     Spec {
-        name: "expiring points by hour equal the active lots expiring in that hour",
-        examined: "SELECT COUNT(*) FROM point_expiry_hours",
+        name: "expiring points by hour equal the active lots expiring in that hour (members who keep them)",
+        examined: "SELECT COUNT(*) FROM point_expiry_hours h JOIN members m \
+             ON m.merchant_id = h.merchant_id AND m.id = h.member_id WHERE m.expiry_hours_kept = 1",
         violations: "SELECT merchant_id || ' ' || member_id || ' hour ' || CAST(expiry_hour AS TEXT) \
              || ' is off by ' || CAST(total AS TEXT) AS violation FROM ( \
              SELECT merchant_id, member_id, expiry_hour, SUM(points) AS total FROM ( \
-             SELECT merchant_id, member_id, expiry_hour, points FROM point_expiry_hours \
-             UNION ALL SELECT merchant_id, member_id, expires_at / 3600000000, -remaining \
-             FROM point_lots WHERE state = 'active' AND remaining > 0 AND expires_at IS NOT NULL \
+             SELECT h.merchant_id, h.member_id, h.expiry_hour, h.points FROM point_expiry_hours h \
+             JOIN members m ON m.merchant_id = h.merchant_id AND m.id = h.member_id \
+             WHERE m.expiry_hours_kept = 1 \
+             UNION ALL SELECT l.merchant_id, l.member_id, l.expires_at / 3600000000, -l.remaining \
+             FROM point_lots l JOIN members m ON m.merchant_id = l.merchant_id AND m.id = l.member_id \
+             WHERE m.expiry_hours_kept = 1 AND l.state = 'active' AND l.remaining > 0 \
+             AND l.expires_at IS NOT NULL \
              ) AS both_sides GROUP BY merchant_id, member_id, expiry_hour) AS differences \
              WHERE total <> 0",
     },
