@@ -411,10 +411,9 @@ pub struct CountCardBalance {
     pub expires_at: time::OffsetDateTime,
 }
 
-/// Lots the next-expiry sum reads at most: a bound on the work of every balance read. Whole
-/// hours of the window come summed from `point_expiry_hours`; only the lots of its last
-/// hour are read one by one (a member with more lots expiring in that hour sees the first
-/// this many counted).
+/// Lots the next-expiry sum reads at most: a bound on the work of every balance read (a
+/// member with more lots in the window sees the first this many counted). A member with many
+/// keeps `point_expiry_hours`, and then only the lots of the window's last hour are read.
 pub const EXPIRING_LOTS_SUMMED_MAX: i64 = 1_000;
 /// The next expiry counts the points expiring within this window after the earliest one.
 pub const EXPIRY_WINDOW_MICROS: i64 = 86_400_000_000;
