@@ -169,3 +169,18 @@ pub async fn verify(pool: &AnyPool) -> Result<Report, CoreError> {
     }
     Ok(Report { checks })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The expiry-hour check spells the hour as a literal (its SQL is a constant); it must be
+    /// the hour the writer keeps the rows by.
+    #[test]
+    fn expiry_hour_check_uses_the_writers_hour() {
+        let check = super::CHECKS
+            .iter()
+            .find(|spec| spec.name.starts_with("expiring points by hour"))
+            .expect("the expiry-hour check");
+        let hour = format!("expires_at / {}", crate::db::EXPIRY_HOUR_MICROS);
+        assert!(check.violations.contains(&hour), "{}", check.violations);
+    }
+}
