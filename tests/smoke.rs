@@ -40,8 +40,9 @@ async fn purchase_and_refund(backend: Backend) {
     server.verify().await;
 }
 
-/// On PostgreSQL, a table changed well beyond its statistics (here never analyzed) is
-/// analyzed by the host's refresh; on SQLite the refresh has nothing to do.
+/// On PostgreSQL, a table grown well beyond its statistics (here never analyzed) is analyzed
+/// by the host's refresh, and updates alone do not analyze it again within the minute; on
+/// SQLite the refresh has nothing to do.
 async fn stale_statistics_are_refreshed(backend: Backend) {
     let server = TestServer::start(backend).await;
     let database = &server.state.database;
@@ -52,7 +53,7 @@ async fn stale_statistics_are_refreshed(backend: Backend) {
         assert!(analyzed.is_empty(), "{analyzed:?}");
         return;
     }
-    let rows = loyalty_core::db::STATISTICS_STALE_ROWS_MIN + 500;
+    let rows = loyalty_core::db::STATISTICS_CHANGED_ROWS_MIN + 500;
     sqlx::query(
         "INSERT INTO merchants (merchant_id, name, currency, currency_exponent, timezone, \
          default_region, settings, created_at) SELECT 'mer_stats_' || n, 'm', 'CNY', 2, 'UTC', \
@@ -86,6 +87,35 @@ async fn stale_statistics_are_refreshed(backend: Backend) {
     .await
     .expect("read the estimate");
     assert!(estimate >= rows, "estimate {estimate} after {rows} rows");
+
+    // Rows changed in place, however many, wait a minute after the last ANALYZE: tables that
+    // are only updated would otherwise be analyzed at every look.
+    sqlx::query("UPDATE merchants SET name = 'renamed' WHERE merchant_id LIKE 'mer_stats_%'")
+        .execute(&database.pool)
+        .await
+        .expect("update merchants");
+    let mut changed = 0;
+    for _ in 0..60 {
+        changed = sqlx::query_scalar(
+            "SELECT n_mod_since_analyze FROM pg_stat_user_tables \
+             WHERE relid = to_regclass('merchants')",
+        )
+        .fetch_one(&database.pool)
+        .await
+        .expect("read the change counter");
+        if changed >= rows {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(changed >= rows, "{changed} changes counted of {rows}");
+    let analyzed = loyalty_core::db::refresh_statistics(database)
+        .await
+        .expect("refresh");
+    assert!(
+        !analyzed.iter().any(|table| table.ends_with(".merchants")),
+        "merchants analyzed again within the minute: {analyzed:?}"
+    );
 }
 
 /// PostgreSQL's generic (cached) plan of the balances read's search for a member's earliest

@@ -54,8 +54,10 @@ pub async fn run_points_lifecycle(state: &AppState) -> Result<LifecycleRun, Core
     Ok(run)
 }
 
-/// How often the host looks for PostgreSQL tables with stale statistics.
-pub const STATISTICS_CHECK_INTERVAL_SECONDS: u64 = 10;
+/// How often the host looks for PostgreSQL tables with stale statistics. Often, because a
+/// young table's first statistics decide the plans the lanes cache; the look itself is one
+/// read of `pg_stat_user_tables`.
+pub const STATISTICS_CHECK_INTERVAL_SECONDS: u64 = 2;
 
 /// On PostgreSQL, keeps the planner's statistics fresh forever (see
 /// [`loyalty_core::db::refresh_statistics`]); on SQLite it returns at once.
