@@ -948,10 +948,12 @@ async fn scenario(
         settle_database(backend, database_url).await?;
     }
 
+    let local_postgres = backend == Backend::Postgres && is_local(database_url);
     let cpu_before = (
         server_pid.and_then(cpu_seconds),
         cpu_seconds(std::process::id()),
     );
+    let postgres_before = local_postgres.then(postgres_cpu_seconds).flatten();
     let outcome = run_purchases(
         api.clone(),
         merchant.store_id.clone(),
@@ -966,6 +968,7 @@ async fn scenario(
         server_pid.and_then(cpu_seconds),
         cpu_seconds(std::process::id()),
     );
+    let postgres_after = local_postgres.then(postgres_cpu_seconds).flatten();
     if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
         let wall = outcome.elapsed.as_secs_f64();
         println!(
@@ -974,6 +977,24 @@ async fn scenario(
             100.0 * (s1 - s0) / wall,
             c1 - c0,
             100.0 * (c1 - c0) / wall
+        );
+        let postgres = postgres_before.zip(postgres_after).map(|(p0, p1)| p1 - p0);
+        if let Some(postgres) = postgres {
+            println!(
+                "  cpu during purchases: PostgreSQL {postgres:.1} s ({:.0} % of one core; \
+                 this machine's postgres processes)",
+                100.0 * postgres / wall
+            );
+        }
+        println!(
+            "{}",
+            cpu_budget(
+                outcome.purchases,
+                s1 - s0,
+                postgres.unwrap_or(0.0),
+                c1 - c0,
+                bare
+            )
         );
     }
     let mut lat = outcome.latencies_us;
@@ -1236,10 +1257,10 @@ fn random_hex() -> String {
     format!("{bits:032x}")
 }
 
-/// User + system CPU seconds a process has used so far (Linux `/proc`; None elsewhere).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// The kernel's clock ticks per second, in which `/proc` counts CPU time.
+fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
+    *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -1248,7 +1269,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|t| *t > 0.0)
             .unwrap_or(100.0)
-    });
+    })
+}
+
+/// User + system CPU seconds a process has used so far (Linux `/proc`; None elsewhere).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = clock_ticks();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -1256,6 +1282,87 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / ticks)
+}
+
+/// What the scenario's purchases cost in CPU, each, and the purchase rate this machine's
+/// cores allow for that work at most: every core busy with nothing else. Beside the measured
+/// rate it says how far the ratio to the bare commit rate can rise on this machine without
+/// making a purchase cheaper (the bare rate measures the disk's fsync, not the CPU).
+fn cpu_budget(purchases: u64, server: f64, postgres: f64, client: f64, bare: f64) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let per_purchase_ms = |seconds: f64| 1_000.0 * seconds / purchases.max(1) as f64;
+    let total = server + postgres + client;
+    let ceiling = if total > 0.0 {
+        cores * purchases as f64 / total
+    } else {
+        f64::NAN
+    };
+    let postgres_part = if postgres > 0.0 {
+        format!(", PostgreSQL {:.3} ms", per_purchase_ms(postgres))
+    } else {
+        String::new()
+    };
+    format!(
+        "  cpu per purchase: server {:.3} ms{postgres_part}, bench client {:.3} ms; \
+         {cores:.0} cores allow at most {ceiling:.0} purchases/s of this work (ratio {:.2})",
+        per_purchase_ms(server),
+        per_purchase_ms(client),
+        ceiling / bare
+    )
+}
+
+/// Whether a PostgreSQL URL names this machine (loopback, or a socket path): only then are
+/// the `postgres` processes here the server's.
+fn is_local(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split('/').next().unwrap_or("");
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    matches!(host, "" | "localhost" | "127.0.0.1" | "::1")
+}
+
+/// User + system CPU seconds of every process on this machine named `postgres`, with the
+/// children each has reaped (a backend that exits passes its time to the postmaster), so
+/// the difference of two readings is the server's work between them. None when there is no
+/// such process (or no `/proc`).
+fn postgres_cpu_seconds() -> Option<f64> {
+    let ticks = clock_ticks();
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // gone since the listing
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        // Fields after "(comm)": utime, stime, cutime, cstime are the 12th to the 15th.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        for index in 11..=14 {
+            total += fields
+                .get(index)
+                .and_then(|field| field.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        found = true;
+    }
+    found.then(|| total / ticks)
 }
 
 /// The `loyalty` binary: `given`, or the one next to this executable; it must exist.
@@ -1351,5 +1458,30 @@ mod tests {
             assert_eq!(items, total);
             assert_eq!(paid, total);
         }
+    }
+
+    #[test]
+    fn only_loopback_and_socket_urls_are_local() {
+        assert!(is_local("postgres://postgres@127.0.0.1:5432/test"));
+        assert!(is_local("postgres://user:secret@localhost/db"));
+        assert!(is_local("postgres://postgres@[::1]:5432/test"));
+        assert!(is_local("postgres:///test?host=/var/run/postgresql"));
+        assert!(!is_local("postgres://postgres@db.example.com:5432/test"));
+        assert!(!is_local("postgres://postgres@10.0.0.7/test"));
+    }
+
+    #[test]
+    fn the_cpu_budget_divides_the_cores_by_the_work_of_a_purchase() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // 1,000 purchases costing 0.5 + 1.0 + 0.5 s: 2 ms each.
+        let line = cpu_budget(1_000, 0.5, 1.0, 0.5, 1_000.0);
+        assert!(line.contains("server 0.500 ms, PostgreSQL 1.000 ms, bench client 0.500 ms"));
+        let ceiling = cores * 500.0;
+        assert!(
+            line.contains(&format!("at most {ceiling:.0} purchases/s")),
+            "{line}"
+        );
+        assert!(line.contains(&format!("(ratio {:.2})", ceiling / 1_000.0)));
+        assert!(!cpu_budget(10, 0.1, 0.0, 0.1, 100.0).contains("PostgreSQL"));
     }
 }
