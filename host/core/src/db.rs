@@ -588,11 +588,11 @@ pub const STATISTICS_CHANGED_ROWS_MIN: i64 = 1_000;
 /// in the benchmark) would otherwise be analyzed at every look for nothing: with a look
 /// every 2 s that cost the ledger benchmark's spread scenario a sixth of its rate.
 pub const STATISTICS_CHANGED_INTERVAL_SECONDS: i64 = 60;
-/// Tables one [`refresh_statistics`] call analyzes at most (the schema has 35 tables), those whose
-/// row counts moved the most against their thresholds first. Young tables cost an ANALYZE of a
-/// few milliseconds each and must all be analyzed at the first look: with at most 8 a look, a
-/// young merchant's `purchases` came after 8 faster-growing tables and waited a look longer,
-/// its refunds reading every purchase meanwhile.
+/// Tables one [`refresh_statistics`] call analyzes at most (the schema has 35), those whose
+/// row counts moved the most against their thresholds first. Young tables cost an ANALYZE of
+/// a few milliseconds each and must all be analyzed at the first look: with at most 8 a look,
+/// a young merchant's `purchases` came after 8 faster-growing tables and waited a look
+/// longer, its refunds reading every purchase meanwhile.
 pub const STATISTICS_TABLES_PER_RUN_MAX: i64 = 40;
 
 /// On PostgreSQL, runs ANALYZE on this schema's tables whose statistics have fallen behind
@@ -607,12 +607,14 @@ pub async fn refresh_statistics(database: &Database) -> Result<Vec<String>, Core
         return Ok(Vec::new());
     }
     // reltuples is the row count of the last ANALYZE or VACUUM (-1: never); n_live_tup is
-    // the row count now.
+    // the row count now. A VACUUM without ANALYZE resets the growth; the changed-rows rule
+    // (n_mod_since_analyze) then still catches the table.
     let stale: Vec<(String,)> = sqlx::query_as(
         "SELECT table_name FROM (SELECT quote_ident(s.schemaname) || '.' || \
          quote_ident(s.relname) AS table_name, \
-         abs(s.n_live_tup - greatest(c.reltuples, 0)) / ($1 + greatest(c.reltuples, 0) * $6 / 100.0) \
-         AS growth, s.n_mod_since_analyze, s.n_live_tup, \
+         abs(s.n_live_tup - greatest(c.reltuples, 0)) \
+         / ($1 + greatest(c.reltuples, 0) * $6 / 100.0) AS growth, \
+         s.n_mod_since_analyze, s.n_live_tup, \
          greatest(s.last_analyze, s.last_autoanalyze) AS analyzed_at \
          FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
          WHERE s.schemaname = current_schema()) AS t \
