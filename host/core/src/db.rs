@@ -337,12 +337,13 @@ impl Script {
         if self.expiry_hours_skipped.contains(&member) {
             return;
         }
-        let key = (
-            merchant_id.to_string(),
-            member_id.to_string(),
-            expires_at / EXPIRY_HOUR_MICROS,
-        );
-        *self.expiry_hours.entry(key).or_default() += points;
+        // The same two strings key the change: built once.
+        let (merchant, member) = member;
+        let hour = expires_at / EXPIRY_HOUR_MICROS;
+        *self
+            .expiry_hours
+            .entry((merchant, member, hour))
+            .or_default() += points;
     }
 
     /// Turns the merged expiry-hour changes into upserts at the end of the queue (before a

@@ -324,13 +324,12 @@ async fn update_and_read(
             "touched" => {
                 touched.insert(row.try_get("id")?, row.try_get("amount")?);
             }
-            kind => {
-                if kind == "expiring" {
-                    lots_summed =
-                        lots_summed.max(row.try_get::<Option<i64>, _>("lots_summed")?.unwrap_or(0));
-                }
+            "expiring" => {
+                lots_summed =
+                    lots_summed.max(row.try_get::<Option<i64>, _>("lots_summed")?.unwrap_or(0));
                 balance_rows.push(row);
             }
+            _ => balance_rows.push(row),
         }
     }
     if let Some(member_id) = read_member {
