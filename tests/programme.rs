@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use loyalty_core::items::COUNT_PURCHASES_MAX;
 use loyalty_host::dispatch::{self, DeliverySettings};
 use loyalty_host::scheduler;
 use loyalty_tests::{backend_tests, component, json, Backend, Merchant, TestServer};
@@ -505,6 +506,7 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
         attempts_max: 2,
         timeout_ms: 2_000,
         idle_poll_ms: 50,
+        item_stats_interval_ms: 50,
     });
     let worker = tokio::spawn(dispatch::run_forever(state));
     wait_for("the retry", || {
@@ -721,17 +723,19 @@ async fn recommendations_rank_candidates_from_history(backend: Backend) {
     )
     .await;
 
-    // Counted from the outbox once, however often an event is dispatched.
-    loyalty_host::dispatch::dispatch_events(&server.state)
+    // Counted once, however often the same events are dispatched (two hosts reading the
+    // same batch) and counted.
+    let batch = loyalty_core::events::undispatched(&server.state.database.pool, 100)
         .await
-        .expect("dispatches");
-    sqlx::query("UPDATE events SET dispatched_at = NULL")
-        .execute(&server.state.database.pool)
-        .await
-        .expect("reset");
-    loyalty_host::dispatch::dispatch_events(&server.state)
-        .await
-        .expect("dispatches again");
+        .expect("reads the outbox");
+    for _ in 0..2 {
+        loyalty_host::dispatch::dispatch_batch(&server.state, &batch)
+            .await
+            .expect("dispatches");
+        loyalty_host::dispatch::count_items(&server.state, COUNT_PURCHASES_MAX)
+            .await
+            .expect("counts");
+    }
     let (units, orders): (i64, i64) =
         sqlx::query_as("SELECT units_sold, orders_count FROM item_stats WHERE sku = 'latte'")
             .fetch_one(&server.state.database.pool)
@@ -752,6 +756,9 @@ async fn recommendations_rank_candidates_from_history(backend: Backend) {
     loyalty_host::dispatch::dispatch_events(&server.state)
         .await
         .expect("dispatches");
+    loyalty_host::dispatch::count_items(&server.state, COUNT_PURCHASES_MAX)
+        .await
+        .expect("counts");
     let popular = server
         .get(&format!("/v1/members/{newcomer}/recommendations"), key)
         .await
@@ -827,8 +834,9 @@ async fn recommendations_rank_candidates_from_history(backend: Backend) {
     server.verify().await;
 }
 
-/// A dispatcher pass larger than one writer command (256 events) still counts every purchase
-/// once: the pass goes in several commands, and a pass run again counts nothing twice.
+/// A dispatcher pass larger than one writer command (256 events) queues every purchase once,
+/// and counts of a smaller window take the queue in turn: each purchase is counted once, and
+/// the same batch dispatched again (as a second host would) queues nothing twice.
 async fn a_pass_of_several_commands_counts_each_purchase_once(backend: Backend) {
     let server = TestServer::start(backend).await;
     let merchant = server.merchant("Cafe", "CNY").await;
@@ -853,26 +861,51 @@ async fn a_pass_of_several_commands_counts_each_purchase_once(backend: Backend) 
         .await;
     }
     let pool = &server.state.database.pool;
-    let undispatched = move || async move {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE dispatched_at IS NULL")
+    let scalar = move |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(pool)
             .await
-            .expect("counts events")
+            .expect("counts rows")
     };
-    let waiting = undispatched().await;
+    let undispatched = "SELECT COUNT(*) FROM events WHERE dispatched_at IS NULL";
+    let queued = "SELECT COUNT(*) FROM item_stats_queue";
+    let waiting = scalar(undispatched).await;
     assert!(
         waiting > i64::try_from(loyalty_core::events::EFFECTS_PER_COMMAND_MAX).expect("small"),
         "the pass needs more than one command, {waiting} events"
     );
-    let taken = loyalty_host::dispatch::dispatch_events(&server.state)
+    let batch = loyalty_core::events::undispatched(pool, loyalty_core::events::DISPATCH_BATCH_MAX)
         .await
-        .expect("dispatches");
+        .expect("reads the outbox");
     assert_eq!(
-        i64::try_from(taken).expect("small"),
+        i64::try_from(batch.len()).expect("small"),
         waiting,
         "one pass takes them all"
     );
-    assert_eq!(undispatched().await, 0);
+    for _ in 0..2 {
+        loyalty_host::dispatch::dispatch_batch(&server.state, &batch)
+            .await
+            .expect("dispatches");
+        assert_eq!(scalar(undispatched).await, 0);
+        assert_eq!(scalar(queued).await, purchases, "each purchase queued once");
+    }
+    let window_max = 128;
+    let mut windows = Vec::new();
+    loop {
+        let taken = loyalty_host::dispatch::count_items(&server.state, window_max)
+            .await
+            .expect("counts");
+        if taken == 0 {
+            break;
+        }
+        windows.push(taken);
+        assert!(
+            windows.len() <= 3,
+            "three windows take the queue: {windows:?}"
+        );
+    }
+    assert_eq!(windows, vec![128, 128, 44]);
+    assert_eq!(scalar(queued).await, 0);
     let counted = move || async move {
         let items: Vec<(String, i64, i64)> =
             sqlx::query_as("SELECT sku, units_sold, orders_count FROM item_stats ORDER BY sku")
@@ -895,17 +928,13 @@ async fn a_pass_of_several_commands_counts_each_purchase_once(backend: Backend) 
         vec![("croissant".to_string(), "latte".to_string(), purchases)],
     );
     assert_eq!(counted().await, expected);
-    sqlx::query("UPDATE events SET dispatched_at = NULL")
-        .execute(pool)
-        .await
-        .expect("reset");
-    loyalty_host::dispatch::dispatch_events(&server.state)
+    loyalty_host::dispatch::dispatch_batch(&server.state, &batch)
         .await
         .expect("dispatches again");
     assert_eq!(
-        counted().await,
-        expected,
-        "counted once, however often dispatched"
+        scalar(queued).await,
+        0,
+        "a dispatched event is not queued again"
     );
     server.verify().await;
 }

@@ -29,15 +29,11 @@ pub const POINTS_EXPIRING: &str = "points.expiring";
 pub const COUPON_ISSUED: &str = "coupon.issued";
 pub const MESSAGE_REQUESTED: &str = "message.requested";
 
-/// Events one dispatcher pass takes at most. Large passes make the item statistics cheap:
-/// the pairs and items of many purchases merge into one upsert each, and a page of
-/// `co_purchases` is written once per commit rather than once per purchase (measured on the
-/// ledger benchmark on SQLite: passes of 64 events cost about 200 µs of the writer per
-/// event, passes of several hundred 85–120 µs).
+/// Events one dispatcher pass takes at most.
 pub const DISPATCH_BATCH_MAX: i64 = 1_024;
-/// Events one writer command of a pass applies at most. On SQLite the command holds the only
-/// write lock while it counts its purchases' items, so a pass goes in several commands and
-/// purchases are written between them instead of waiting behind the whole pass.
+/// Events one writer command of a pass applies at most: on SQLite the command holds the only
+/// write lock, so a large pass goes in several commands and purchases are written between
+/// them.
 pub const EFFECTS_PER_COMMAND_MAX: usize = 256;
 
 /// An event to write.
@@ -162,27 +158,33 @@ pub async fn undispatched(pool: &AnyPool, limit: i64) -> Result<Vec<Event>, Core
     rows.iter().map(event_from_row).collect()
 }
 
-/// Marks events of one merchant dispatched (their deliveries are recorded), in statements of
-/// at most [`EFFECTS_PER_COMMAND_MAX`] ids.
-pub async fn mark_dispatched(
+/// Marks events of one merchant dispatched, those not dispatched yet, and returns their ids:
+/// the claim that makes a dispatch apply once even when two hosts dispatch the same events.
+/// At most [`EFFECTS_PER_COMMAND_MAX`] ids per statement.
+pub async fn claim_undispatched(
     connection: &mut Session<'_>,
     merchant_id: &str,
-    event_ids: &[String],
+    event_ids: &[&str],
     now: i64,
-) -> Result<(), CoreError> {
+) -> Result<std::collections::BTreeSet<String>, CoreError> {
+    let mut claimed = std::collections::BTreeSet::new();
     for chunk in event_ids.chunks(EFFECTS_PER_COMMAND_MAX) {
         let sql = format!(
-            "UPDATE events SET dispatched_at = $2 WHERE merchant_id = $1 AND id IN ({})",
+            "UPDATE events SET dispatched_at = $2 WHERE merchant_id = $1 AND id IN ({}) \
+             AND dispatched_at IS NULL RETURNING id",
             numbered_list(3, chunk.len())
         );
         let mut values: Vec<SqlValue> = vec![merchant_id.into(), now.into()];
-        values.extend(chunk.iter().map(SqlValue::from));
-        session::query(&sql)
+        values.extend(chunk.iter().map(|id| SqlValue::from(*id)));
+        for row in session::query(&sql)
             .bind_values(values)
-            .execute(connection)
-            .await?;
+            .fetch_all(connection)
+            .await?
+        {
+            claimed.insert(row.try_get("id")?);
+        }
     }
-    Ok(())
+    Ok(claimed)
 }
 
 pub async fn get_event(pool: &AnyPool, merchant_id: &str, id: &str) -> Result<Event, CoreError> {
@@ -229,12 +231,13 @@ pub struct EventEffect {
     pub kind: String,
     /// Webhooks that get a delivery of it.
     pub webhook_ids: Vec<String>,
-    /// For `purchase.recorded`: the purchase's items, to count into the item statistics.
-    pub basket: Option<crate::items::Basket>,
+    /// For `purchase.recorded`: the purchase, queued to be counted into the item statistics.
+    pub purchase_id: Option<String>,
 }
 
-/// The effects of a batch of one merchant's events, and marking them dispatched — one
-/// writer command, so on SQLite it never competes with purchases for the write lock.
+/// The effects of a batch of one merchant's events, those not dispatched before (claimed by
+/// marking them dispatched) — one writer command, so on SQLite it never competes with
+/// purchases for the write lock.
 pub async fn apply_effects(
     connection: &mut Session<'_>,
     script: &mut Script,
@@ -244,7 +247,16 @@ pub async fn apply_effects(
 ) -> Result<crate::operations::Outcome, CoreError> {
     // The command's savepoint goes first; the statements below run on the connection.
     script.flush(connection).await?;
-    for effect in effects {
+    let ids: Vec<&str> = effects
+        .iter()
+        .map(|effect| effect.event_id.as_str())
+        .collect();
+    let claimed = claim_undispatched(connection, merchant_id, &ids, now).await?;
+    let fresh: Vec<&EventEffect> = effects
+        .iter()
+        .filter(|effect| claimed.contains(&effect.event_id))
+        .collect();
+    for effect in &fresh {
         if !effect.webhook_ids.is_empty() {
             crate::webhooks::enqueue_deliveries(
                 connection,
@@ -257,25 +269,20 @@ pub async fn apply_effects(
             .await?;
         }
     }
-    let purchases: Vec<(&str, &crate::items::Basket)> = effects
+    let purchases: Vec<(&str, &str)> = fresh
         .iter()
         .filter_map(|effect| {
             effect
-                .basket
-                .as_ref()
-                .map(|basket| (effect.event_id.as_str(), basket))
+                .purchase_id
+                .as_deref()
+                .map(|purchase_id| (effect.event_id.as_str(), purchase_id))
         })
         .collect();
     if !purchases.is_empty() {
-        crate::items::count_purchases(connection, merchant_id, &purchases, now).await?;
+        crate::items::queue_purchases(connection, merchant_id, &purchases, now).await?;
     }
-    let ids: Vec<String> = effects
-        .iter()
-        .map(|effect| effect.event_id.clone())
-        .collect();
-    mark_dispatched(connection, merchant_id, &ids, now).await?;
     Ok(crate::operations::Outcome {
         status: 200,
-        body: serde_json::json!({"events": ids.len()}).to_string(),
+        body: serde_json::json!({"events": fresh.len()}).to_string(),
     })
 }

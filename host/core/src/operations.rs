@@ -366,6 +366,9 @@ pub enum Command {
     CampaignActions(crate::campaigns::CampaignActionsCommand),
     /// The dispatcher's effects of a batch of one merchant's events.
     ApplyEvents(Vec<crate::events::EventEffect>),
+    /// Counts a window of one merchant's queued purchases (event id, basket) into the item
+    /// statistics.
+    CountItems(Vec<(String, crate::items::Basket)>),
     /// Claims webhook deliveries (id, due time read) of the merchant until `lease_until`.
     ClaimDeliveries {
         deliveries: Vec<(String, i64)>,
@@ -798,6 +801,7 @@ impl Command {
             Command::CampaignActions(command) => &command.member_id,
             // Not a member's: one route for the outbox keeps its batches in order.
             Command::ApplyEvents(_)
+            | Command::CountItems(_)
             | Command::ClaimDeliveries { .. }
             | Command::RecordDelivery { .. } => "outbox",
         }
@@ -877,6 +881,19 @@ impl Command {
             }
             Command::ApplyEvents(effects) => {
                 crate::events::apply_effects(connection, script, &merchant.id, effects, now).await
+            }
+            Command::CountItems(window) => {
+                script.flush(connection).await?;
+                let purchases: Vec<(&str, &crate::items::Basket)> = window
+                    .iter()
+                    .map(|(event_id, basket)| (event_id.as_str(), basket))
+                    .collect();
+                let counted =
+                    crate::items::count_purchases(connection, &merchant.id, &purchases).await?;
+                Ok(Outcome {
+                    status: 200,
+                    body: serde_json::json!({"purchases": counted}).to_string(),
+                })
             }
             Command::ClaimDeliveries {
                 deliveries,

@@ -210,6 +210,7 @@ async fn set_up(
     // The outbox (item statistics for recommendations, campaign triggers), then today's tick
     // (win-back coupons), then the coupons' events.
     while dispatch::dispatch_events(state).await? > 0 {}
+    while dispatch::count_items(state, loyalty_core::items::COUNT_PURCHASES_MAX).await? > 0 {}
     let today = scheduler::local_date(&merchant.timezone, now)?;
     scheduler::run_day(state, &merchant.id, today).await?;
     while dispatch::dispatch_events(state).await? > 0 {}

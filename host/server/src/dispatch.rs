@@ -1,19 +1,21 @@
-//! The outbox dispatcher: applies the effects of undispatched events (webhook deliveries,
-//! item statistics for recommendations), and sends due deliveries, signed, with retries and
-//! exponential backoff. Delivery is at least once: a
+//! The outbox dispatcher: applies the effects of undispatched events (campaign triggers,
+//! webhook deliveries, purchases queued for the item statistics), counts the queued purchases
+//! into the item statistics in large windows, and sends due deliveries, signed, with retries
+//! and exponential backoff. Delivery is at least once: a
 //! receiver deduplicates by the event id (`Loyalty-Event-Id`).
 //!
 //! Signature: `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A receiver recomputes it over the raw body and rejects old timestamps (replays).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
+use loyalty_core::db::Backend;
 use loyalty_core::events::EventEffect;
 use loyalty_core::events::{self, Event, DISPATCH_BATCH_MAX};
-use loyalty_core::items::{self, Basket};
+use loyalty_core::items;
 use loyalty_core::merchants::{get_merchant, Merchant};
 use loyalty_core::operations::Command;
 use loyalty_core::webhooks::{self, Attempt, DueDelivery, Webhook};
@@ -46,10 +48,12 @@ pub struct DeliverySettings {
     pub attempts_max: i64,
     /// One attempt's time limit (connect, send, answer).
     pub timeout_ms: u64,
-    /// The pause after a pass that did not fill (a backlog is worked off without pauses):
-    /// events gather meanwhile, and the next pass counts them into the item statistics
-    /// together, which costs the writer far less per event than many small passes.
+    /// The pause after a pass that did not fill (a backlog is worked off without pauses).
     pub idle_poll_ms: u64,
+    /// How often queued purchases are counted into the item statistics (at once again while a
+    /// count fills its window): purchases gather meanwhile, and a count of many merges the
+    /// pairs they share into one upsert each.
+    pub item_stats_interval_ms: u64,
 }
 
 impl Default for DeliverySettings {
@@ -60,6 +64,7 @@ impl Default for DeliverySettings {
             attempts_max: 10,
             timeout_ms: 10_000,
             idle_poll_ms: 500,
+            item_stats_interval_ms: 2_000,
         }
     }
 }
@@ -87,18 +92,25 @@ pub fn signature(secret: &str, timestamp_seconds: i64, body: &[u8]) -> String {
     )
 }
 
-/// Takes up to one batch of undispatched events and applies their effects: campaign triggers,
-/// then per merchant writer commands of at most [`events::EFFECTS_PER_COMMAND_MAX`] events (a
-/// delivery per subscribed webhook, purchases counted into the item statistics, the events
-/// marked dispatched). Returns how many it took.
+/// Takes up to one batch of undispatched events and dispatches it ([`dispatch_batch`]).
+/// Returns how many it took.
 pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
+    let batch = events::undispatched(&state.database.pool, DISPATCH_BATCH_MAX).await?;
+    dispatch_batch(state, &batch).await?;
+    Ok(batch.len())
+}
+
+/// Applies the effects of events read as undispatched: campaign triggers, then per merchant
+/// writer commands of at most [`events::EFFECTS_PER_COMMAND_MAX`] events, each claiming those
+/// of its events that are still undispatched (another host may have read the same batch) and
+/// applying them: a delivery per subscribed webhook, purchases queued for the item statistics.
+pub async fn dispatch_batch(state: &AppState, batch: &[Event]) -> Result<(), CoreError> {
     let database = &state.database;
-    let batch = events::undispatched(&database.pool, DISPATCH_BATCH_MAX).await?;
     if batch.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut hooks: HashMap<String, Vec<Webhook>> = HashMap::new();
-    for event in &batch {
+    for event in batch {
         if !hooks.contains_key(&event.merchant_id) {
             let active = webhooks::list_webhooks(&database.pool, &event.merchant_id)
                 .await?
@@ -113,7 +125,7 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
     // writer); each (campaign, event, member) applies once, so a batch retried after a
     // failure below does nothing twice.
     let mut campaigns: HashMap<String, (Merchant, crate::campaigns::Running)> = HashMap::new();
-    for event in &batch {
+    for event in batch {
         let Some(member_id) = &event.member_id else {
             continue;
         };
@@ -160,40 +172,21 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
             }
         }
     }
-    // The purchases' items, read before the writer commands so they hold the write lock
-    // for writes only.
-    let mut baskets: HashMap<String, BTreeMap<String, Basket>> = HashMap::new();
-    for merchant_id in hooks.keys() {
-        let purchase_ids: Vec<String> = batch
-            .iter()
-            .filter(|event| &event.merchant_id == merchant_id)
-            .filter_map(purchase_of)
-            .collect();
-        if !purchase_ids.is_empty() {
-            let read = items::purchase_baskets(&database.pool, merchant_id, &purchase_ids).await?;
-            baskets.insert(merchant_id.clone(), read);
-        }
-    }
     // The rest goes through the writer, in commands of one merchant's events: on SQLite a
     // transaction of the dispatcher's own would compete with the writer's purchases for the
     // one write lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
     let mut effects: Vec<(String, Vec<EventEffect>)> = Vec::new();
-    for event in &batch {
+    for event in batch {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
             .iter()
             .filter(|webhook| webhook.subscribes(&event.kind))
             .map(|webhook| webhook.id.clone())
             .collect();
-        let basket = purchase_of(event).and_then(|purchase_id| {
-            baskets
-                .get_mut(&event.merchant_id)
-                .and_then(|baskets| baskets.remove(&purchase_id))
-        });
         let effect = EventEffect {
             event_id: event.id.clone(),
             kind: event.kind.clone(),
             webhook_ids: subscribed,
-            basket,
+            purchase_id: purchase_of(event),
         };
         match effects
             .iter_mut()
@@ -225,7 +218,61 @@ pub async fn dispatch_events(state: &AppState) -> Result<usize, CoreError> {
                 .await?;
         }
     }
-    Ok(batch.len())
+    Ok(())
+}
+
+/// Counts up to `window_max` (at most [`items::COUNT_PURCHASES_MAX`]) of the longest-queued
+/// purchases into the item statistics, one writer command per merchant. Their lines never change once
+/// written (a refund only counts returned quantities), so they are read from the pool first
+/// and the command spends the writer on writes only. Returns how many purchases it took.
+pub async fn count_items(state: &AppState, window_max: usize) -> Result<usize, CoreError> {
+    let pool = &state.database.pool;
+    let queued = items::queued_purchases(pool, window_max).await?;
+    let mut by_merchant: Vec<(String, Vec<items::QueuedPurchase>)> = Vec::new();
+    for purchase in queued.iter().cloned() {
+        match by_merchant
+            .iter_mut()
+            .find(|(merchant_id, _)| merchant_id == &purchase.merchant_id)
+        {
+            Some((_, list)) => list.push(purchase),
+            None => by_merchant.push((purchase.merchant_id.clone(), vec![purchase])),
+        }
+    }
+    let now = state.clock.now();
+    for (merchant_id, list) in by_merchant {
+        let purchase_ids: Vec<String> = list
+            .iter()
+            .map(|purchase| purchase.purchase_id.clone())
+            .collect();
+        let mut baskets = items::purchase_baskets(pool, &merchant_id, &purchase_ids).await?;
+        // A purchase without lines still leaves the queue (as counted, adding nothing).
+        let window: Vec<(String, items::Basket)> = list
+            .into_iter()
+            .map(|purchase| {
+                let basket = baskets.remove(&purchase.purchase_id).unwrap_or_default();
+                (purchase.event_id, basket)
+            })
+            .collect();
+        if state.database.backend == Backend::Postgres {
+            let purchases: Vec<(&str, &items::Basket)> = window
+                .iter()
+                .map(|(event_id, basket)| (event_id.as_str(), basket))
+                .collect();
+            items::count_purchases_in_transaction(pool, &merchant_id, &purchases).await?;
+            continue;
+        }
+        let merchant = get_merchant(pool, &merchant_id).await?;
+        state
+            .writer
+            .submit(Submission {
+                merchant,
+                claim: None,
+                command: Command::CountItems(window),
+                now,
+            })
+            .await?;
+    }
+    Ok(queued.len())
 }
 
 /// Sends the due deliveries. Returns how many it attempted.
@@ -390,20 +437,35 @@ fn purchase_of(event: &Event) -> Option<String> {
         .flatten()
 }
 
-/// Dispatches and delivers forever; idles `idle_poll_ms` after a pass that found no backlog.
+/// Dispatches, counts items and delivers forever; idles `idle_poll_ms` after a pass that
+/// found no backlog.
 pub async fn run_forever(state: AppState) {
     let client = client(&state.delivery);
+    let item_stats_interval = Duration::from_millis(state.delivery.item_stats_interval_ms);
+    let mut items_counted_at = Instant::now();
+    let mut items_backlog = false;
     loop {
         let dispatched = dispatch_events(&state).await.unwrap_or_else(|error| {
             tracing::error!(%error, "dispatching events failed");
             0
         });
+        if items_backlog || items_counted_at.elapsed() >= item_stats_interval {
+            items_counted_at = Instant::now();
+            let window_max = items::COUNT_PURCHASES_MAX;
+            let counted = count_items(&state, window_max)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "counting item statistics failed");
+                    0
+                });
+            items_backlog = counted >= window_max;
+        }
         let delivered = deliver_due(&state, &client).await.unwrap_or_else(|error| {
             tracing::error!(%error, "delivering webhooks failed");
             0
         });
         let backlog = dispatched >= usize::try_from(DISPATCH_BATCH_MAX).expect("small");
-        if !backlog && delivered == 0 {
+        if !backlog && !items_backlog && delivered == 0 {
             tokio::time::sleep(Duration::from_millis(state.delivery.idle_poll_ms)).await;
         }
     }
