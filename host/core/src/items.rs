@@ -21,11 +21,11 @@ use crate::session::{self, Session};
 pub const CO_PURCHASE_ITEMS_MAX: usize = 12;
 /// Rows per multi-row upsert.
 const UPSERT_ROWS_MAX: usize = 100;
-/// Queued purchases one count takes at most, and so one writer command counts. Merging is
-/// what makes a count cheap: with the ledger benchmark's 200 SKUs (about 16 pairs a
-/// purchase), 256 purchases upserted about 3,800 pair rows, 15 a purchase, and 4,096 about
-/// 19,000, under 5 a purchase. The command holds the writer while it upserts (on SQLite the
-/// only write lock), so the window is not larger.
+/// Queued purchases one count takes at most, and so one transaction counts. Merging is what
+/// makes a count cheap: with the ledger benchmark's 200 SKUs (about 16 pairs a purchase), 256
+/// purchases upserted about 3,800 pair rows, 15 a purchase, and 4,096 about 19,000, under 5
+/// a purchase. On SQLite the count holds the only write lock while it upserts, so the window
+/// is not larger.
 pub const COUNT_PURCHASES_MAX: usize = 4_096;
 /// Queued purchases claimed per statement.
 const CLAIM_ROWS_MAX: usize = 500;
@@ -173,9 +173,9 @@ struct ItemDelta {
 /// Counts queued purchases into the item statistics, each once: `purchases` holds (event id,
 /// basket), the baskets read beforehand by [`purchase_baskets`]. A purchase counts only if
 /// its queue row is still there, and the row goes in the same transaction, so a count that
-/// runs twice (two hosts, or a retry) counts nothing twice. The whole window costs a handful
-/// of statements: the claims and multi-row upserts of the summed counts (a pair bought
-/// together in several of the window's purchases is one row).
+/// runs twice (two hosts, or a retry) counts nothing twice. Then multi-row upserts of the
+/// summed counts, at most 100 rows a statement: a pair bought together in several of
+/// the window's purchases is one row.
 pub async fn count_purchases(
     connection: &mut Session<'_>,
     merchant_id: &str,
