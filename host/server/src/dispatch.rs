@@ -222,35 +222,48 @@ pub async fn dispatch_batch(state: &AppState, batch: &[Event]) -> Result<(), Cor
 }
 
 /// Counts up to `window_max` (at most [`items::COUNT_PURCHASES_MAX`]) of the longest-queued
-/// purchases into the item statistics, one writer command per merchant. Their lines never change once
-/// written (a refund only counts returned quantities), so they are read from the pool first
-/// and the command spends the writer on writes only. Returns how many purchases it took.
+/// purchases into the item statistics ([`count_queued`]). Returns how many purchases it took.
 pub async fn count_items(state: &AppState, window_max: usize) -> Result<usize, CoreError> {
+    let queued = items::queued_purchases(&state.database.pool, window_max).await?;
+    count_queued(state, &queued).await?;
+    Ok(queued.len())
+}
+
+/// Counts purchases read from the queue, in one transaction per merchant: through the writer
+/// on SQLite, in a pooled transaction on PostgreSQL. Their lines never change once written (a
+/// refund only counts returned quantities), so they are read from the pool first and the
+/// transaction spends its time on writes. A purchase counts only if it is still queued when
+/// its transaction claims it (another host may have read the same queue). Returns how many
+/// this call counted.
+pub async fn count_queued(
+    state: &AppState,
+    queued: &[items::QueuedPurchase],
+) -> Result<usize, CoreError> {
     let pool = &state.database.pool;
-    let queued = items::queued_purchases(pool, window_max).await?;
-    let mut by_merchant: Vec<(String, Vec<items::QueuedPurchase>)> = Vec::new();
-    for purchase in queued.iter().cloned() {
+    let mut by_merchant: Vec<(&str, Vec<&items::QueuedPurchase>)> = Vec::new();
+    for purchase in queued {
         match by_merchant
             .iter_mut()
-            .find(|(merchant_id, _)| merchant_id == &purchase.merchant_id)
+            .find(|(merchant_id, _)| *merchant_id == purchase.merchant_id)
         {
             Some((_, list)) => list.push(purchase),
-            None => by_merchant.push((purchase.merchant_id.clone(), vec![purchase])),
+            None => by_merchant.push((&purchase.merchant_id, vec![purchase])),
         }
     }
     let now = state.clock.now();
+    let mut counted = 0;
     for (merchant_id, list) in by_merchant {
         let purchase_ids: Vec<String> = list
             .iter()
             .map(|purchase| purchase.purchase_id.clone())
             .collect();
-        let mut baskets = items::purchase_baskets(pool, &merchant_id, &purchase_ids).await?;
+        let mut baskets = items::purchase_baskets(pool, merchant_id, &purchase_ids).await?;
         // A purchase without lines still leaves the queue (as counted, adding nothing).
         let window: Vec<(String, items::Basket)> = list
             .into_iter()
             .map(|purchase| {
                 let basket = baskets.remove(&purchase.purchase_id).unwrap_or_default();
-                (purchase.event_id, basket)
+                (purchase.event_id.clone(), basket)
             })
             .collect();
         if state.database.backend == Backend::Postgres {
@@ -258,11 +271,11 @@ pub async fn count_items(state: &AppState, window_max: usize) -> Result<usize, C
                 .iter()
                 .map(|(event_id, basket)| (event_id.as_str(), basket))
                 .collect();
-            items::count_purchases_in_transaction(pool, &merchant_id, &purchases).await?;
+            counted += items::count_purchases_in_transaction(pool, merchant_id, &purchases).await?;
             continue;
         }
-        let merchant = get_merchant(pool, &merchant_id).await?;
-        state
+        let merchant = get_merchant(pool, merchant_id).await?;
+        let outcome = state
             .writer
             .submit(Submission {
                 merchant,
@@ -271,8 +284,14 @@ pub async fn count_items(state: &AppState, window_max: usize) -> Result<usize, C
                 now,
             })
             .await?;
+        let answer: serde_json::Value = serde_json::from_str(&outcome.body)
+            .map_err(|error| CoreError::Internal(format!("a count's answer: {error}")))?;
+        counted += answer["purchases"]
+            .as_u64()
+            .and_then(|purchases| usize::try_from(purchases).ok())
+            .ok_or_else(|| CoreError::Internal("a count's answer has no purchases".into()))?;
     }
-    Ok(queued.len())
+    Ok(counted)
 }
 
 /// Sends the due deliveries. Returns how many it attempted.
