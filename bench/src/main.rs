@@ -1303,14 +1303,20 @@ fn clock_ticks() -> f64 {
 
 /// User + system CPU seconds a process has used so far (Linux `/proc`; None elsewhere).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let ticks = clock_ticks();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks)
+    Some(stat_ticks(&stat, false)? / clock_ticks())
+}
+
+/// The CPU ticks in a `/proc/<pid>/stat` line: user and system time, and with `reaped` those
+/// of the children the process has reaped too. None if the line is malformed.
+fn stat_ticks(stat: &str, reaped: bool) -> Option<f64> {
+    // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th, cutime and
+    // cstime the 14th and 15th.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let last = if reaped { 14 } else { 12 };
+    (11..=last)
+        .map(|index| fields.get(index)?.parse::<f64>().ok())
+        .sum()
 }
 
 /// What the scenario's purchases cost in CPU, each, and the purchase rate this machine's
@@ -1361,7 +1367,6 @@ fn is_local(url: &str) -> bool {
 /// the difference of two readings is the server's work between them. None when there is no
 /// such process (or no `/proc`).
 fn postgres_cpu_seconds() -> Option<f64> {
-    let ticks = clock_ticks();
     let mut total = 0.0;
     let mut found = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -1381,17 +1386,10 @@ fn postgres_cpu_seconds() -> Option<f64> {
         if &stat[open + 1..close] != "postgres" {
             continue;
         }
-        // Fields after "(comm)": utime, stime, cutime, cstime are the 12th to the 15th.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        for index in 11..=14 {
-            total += fields
-                .get(index)
-                .and_then(|field| field.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        }
+        total += stat_ticks(&stat, true).unwrap_or(0.0);
         found = true;
     }
-    found.then(|| total / ticks)
+    found.then(|| total / clock_ticks())
 }
 
 /// The `loyalty` binary: `given`, or the one next to this executable; it must exist.
@@ -1487,6 +1485,15 @@ mod tests {
             assert_eq!(items, total);
             assert_eq!(paid, total);
         }
+    }
+
+    #[test]
+    fn stat_ticks_reads_the_times_after_the_command_name() {
+        // pid (comm) state, then fields 2 to 11 after the state, utime 12th .. cstime 15th.
+        let stat = "42 (post gres) S 1 2 3 4 5 6 7 8 9 10 100 20 3 4 20 0 1";
+        assert_eq!(stat_ticks(stat, false), Some(120.0));
+        assert_eq!(stat_ticks(stat, true), Some(127.0));
+        assert_eq!(stat_ticks("42 (short) S 1 2", false), None);
     }
 
     #[test]

@@ -589,7 +589,7 @@ pub const STATISTICS_CHANGED_ROWS_MIN: i64 = 1_000;
 /// in the benchmark) would otherwise be analyzed at every look for nothing: with a look
 /// every 2 s that cost the ledger benchmark's spread scenario a sixth of its rate.
 pub const STATISTICS_CHANGED_INTERVAL_SECONDS: i64 = 60;
-/// Tables one [`refresh_statistics`] call analyzes at most (the schema has 35), those whose
+/// Tables one [`refresh_statistics`] call analyzes at most (the schema has 36), those whose
 /// row counts moved the most against their thresholds first. Young tables cost an ANALYZE of
 /// a few milliseconds each and must all be analyzed at the first look: with at most 8 a look,
 /// a young merchant's `purchases` came after 8 faster-growing tables and waited a look

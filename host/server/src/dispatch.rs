@@ -175,8 +175,7 @@ pub async fn dispatch_batch(state: &AppState, batch: &[Event]) -> Result<(), Cor
     // The rest goes through the writer, in commands of one merchant's events: on SQLite a
     // transaction of the dispatcher's own would compete with the writer's purchases for the
     // one write lock (and SQLite's busy wait sleeps in steps of up to 100 ms).
-    let mut effects: Vec<(String, Vec<EventEffect>)> = Vec::new();
-    for event in batch {
+    let effects = group_by_merchant(batch.iter().map(|event| {
         let subscribed: Vec<String> = hooks[&event.merchant_id]
             .iter()
             .filter(|webhook| webhook.subscribes(&event.kind))
@@ -188,14 +187,8 @@ pub async fn dispatch_batch(state: &AppState, batch: &[Event]) -> Result<(), Cor
             webhook_ids: subscribed,
             purchase_id: purchase_of(event),
         };
-        match effects
-            .iter_mut()
-            .find(|(merchant_id, _)| merchant_id == &event.merchant_id)
-        {
-            Some((_, list)) => list.push(effect),
-            None => effects.push((event.merchant_id.clone(), vec![effect])),
-        }
-    }
+        (event.merchant_id.clone(), effect)
+    }));
     for (merchant_id, list) in effects {
         let merchant = match campaigns.get(&merchant_id) {
             Some((merchant, _)) => merchant.clone(),
@@ -240,19 +233,15 @@ pub async fn count_queued(
     queued: &[items::QueuedPurchase],
 ) -> Result<usize, CoreError> {
     let pool = &state.database.pool;
-    let mut by_merchant: Vec<(&str, Vec<&items::QueuedPurchase>)> = Vec::new();
-    for purchase in queued {
-        match by_merchant
-            .iter_mut()
-            .find(|(merchant_id, _)| *merchant_id == purchase.merchant_id)
-        {
-            Some((_, list)) => list.push(purchase),
-            None => by_merchant.push((&purchase.merchant_id, vec![purchase])),
-        }
-    }
+    let by_merchant = group_by_merchant(
+        queued
+            .iter()
+            .map(|purchase| (purchase.merchant_id.clone(), purchase)),
+    );
     let now = state.clock.now();
     let mut counted = 0;
     for (merchant_id, list) in by_merchant {
+        let merchant_id = merchant_id.as_str();
         let purchase_ids: Vec<String> = list
             .iter()
             .map(|purchase| purchase.purchase_id.clone())
@@ -303,16 +292,11 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
     // Read here, claimed and recorded through the writer (on SQLite the only writer).
     let candidates =
         webhooks::due_deliveries(&state.database.pool, now, DELIVERIES_PER_PASS_MAX).await?;
-    let mut by_merchant: Vec<(String, Vec<(DueDelivery, i64)>)> = Vec::new();
-    for (delivery, due_at) in candidates {
-        match by_merchant
-            .iter_mut()
-            .find(|(merchant_id, _)| merchant_id == &delivery.merchant_id)
-        {
-            Some((_, list)) => list.push((delivery, due_at)),
-            None => by_merchant.push((delivery.merchant_id.clone(), vec![(delivery, due_at)])),
-        }
-    }
+    let by_merchant = group_by_merchant(
+        candidates
+            .into_iter()
+            .map(|(delivery, due_at)| (delivery.merchant_id.clone(), (delivery, due_at))),
+    );
     let mut due = Vec::new();
     for (merchant_id, list) in by_merchant {
         let merchant = get_merchant(&state.database.pool, &merchant_id).await?;
@@ -447,6 +431,19 @@ pub fn client(settings: &DeliverySettings) -> reqwest::Client {
         .user_agent(concat!("loyalty-host/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client's settings are valid")
+}
+
+/// `(merchant id, item)` pairs as one list per merchant, merchants and items in the order
+/// they came: each merchant's work goes to the writer as commands of its own.
+fn group_by_merchant<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut groups: Vec<(String, Vec<T>)> = Vec::new();
+    for (merchant_id, item) in items {
+        match groups.iter_mut().find(|(seen, _)| *seen == merchant_id) {
+            Some((_, list)) => list.push(item),
+            None => groups.push((merchant_id, vec![item])),
+        }
+    }
+    groups
 }
 
 /// The purchase a `purchase.recorded` event counts into the item statistics.
