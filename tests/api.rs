@@ -2279,6 +2279,41 @@ async fn idempotency(backend: Backend) {
         assert_eq!(answer.text, answers[0].text);
     }
     assert_eq!(available(&shop.balances(&member).await), 3);
+
+    // A retry gets the first answer even when the request would now be refused: here the
+    // merchant changed how much a point pays, and 3 points no longer pay 0.03 (on SQLite the
+    // writer's lane checks keys, and a request refused before it looks its key up first).
+    let by_points = json!({"member_id": member, "store_id": shop.store,
+                           "items": [{"sku": "A", "quantity": 1, "unit_price": "0.03"}],
+                           "payments": [{"method": "points", "amount": "0.03"}]});
+    let paid = server
+        .post_idem("/v1/purchases", shop.key(), "by-points", &by_points)
+        .await;
+    paid.ok(201);
+    shop.settings(json!({"currency_per_point": "0.02"})).await;
+    let retried = server
+        .post_idem("/v1/purchases", shop.key(), "by-points", &by_points)
+        .await;
+    assert_eq!((retried.status, &retried.text), (paid.status, &paid.text));
+    server
+        .post_idem("/v1/purchases", shop.key(), "by-points-2", &by_points)
+        .await
+        .problem(422);
+    // And a body that no longer parses under a used key is still the key's conflict.
+    let conflict = server
+        .post_idem(
+            "/v1/purchases",
+            shop.key(),
+            "by-points",
+            &json!({"not": "a purchase"}),
+        )
+        .await;
+    assert_eq!(
+        conflict.problem(409)["type"],
+        "/problems/idempotency-key-reused"
+    );
+    assert_eq!(available(&shop.balances(&member).await), 0);
+    assert_eq!(shop.ledger(&member).await.len(), 6);
     server.verify().await;
 }
 

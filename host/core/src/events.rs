@@ -281,8 +281,7 @@ pub async fn apply_effects(
     if !purchases.is_empty() {
         crate::items::queue_purchases(connection, merchant_id, &purchases, now).await?;
     }
-    Ok(crate::operations::Outcome {
-        status: 200,
-        body: serde_json::json!({"events": fresh.len()}).to_string(),
-    })
+    Ok(crate::operations::Outcome::ok(
+        serde_json::json!({"events": fresh.len()}).to_string(),
+    ))
 }

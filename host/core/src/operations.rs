@@ -403,12 +403,27 @@ pub enum Command {
 pub struct Outcome {
     pub status: u16,
     pub body: String,
+    /// The stored answer of an earlier request with the same Idempotency-Key: nothing was
+    /// applied now, so nothing that follows a write (a tier evaluation) should run either.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    /// A command's fresh answer with status 200.
+    pub fn ok(body: String) -> Outcome {
+        Outcome {
+            status: 200,
+            body,
+            replayed: false,
+        }
+    }
 }
 
 fn created<T: Serialize>(value: &T) -> Outcome {
     Outcome {
         status: 201,
         body: serde_json::to_string(value).expect("responses serialize"),
+        replayed: false,
     }
 }
 
@@ -890,10 +905,9 @@ impl Command {
                     .collect();
                 let counted =
                     crate::items::count_purchases(connection, &merchant.id, &purchases).await?;
-                Ok(Outcome {
-                    status: 200,
-                    body: serde_json::json!({"purchases": counted}).to_string(),
-                })
+                Ok(Outcome::ok(
+                    serde_json::json!({"purchases": counted}).to_string(),
+                ))
             }
             Command::ClaimDeliveries {
                 deliveries,
@@ -903,10 +917,9 @@ impl Command {
                 let claimed =
                     crate::webhooks::claim_on(connection, &merchant.id, deliveries, *lease_until)
                         .await?;
-                Ok(Outcome {
-                    status: 200,
-                    body: serde_json::to_string(&claimed).expect("ids serialize"),
-                })
+                Ok(Outcome::ok(
+                    serde_json::to_string(&claimed).expect("ids serialize"),
+                ))
             }
             Command::RecordDelivery {
                 delivery_id,
@@ -921,10 +934,7 @@ impl Command {
                     now,
                 )
                 .await?;
-                Ok(Outcome {
-                    status: 200,
-                    body: "{}".to_string(),
-                })
+                Ok(Outcome::ok("{}".to_string()))
             }
             Command::RedeemGift {
                 member_id,
@@ -949,19 +959,16 @@ impl Command {
                 let member =
                     crate::members::update_member_on(connection, merchant, member_id, patch, now)
                         .await?;
-                Ok(Outcome {
-                    status: 200,
-                    body: serde_json::to_string(&member).expect("a member serializes"),
-                })
+                Ok(Outcome::ok(
+                    serde_json::to_string(&member).expect("a member serializes"),
+                ))
             }
             Command::Settle { member_id } => {
                 let (activated, expired) =
                     lock_and_settle(connection, script, &merchant.id, member_id, None, now).await?;
-                Ok(Outcome {
-                    status: 200,
-                    body: serde_json::json!({"activated": activated, "expired": expired})
-                        .to_string(),
-                })
+                Ok(Outcome::ok(
+                    serde_json::json!({"activated": activated, "expired": expired}).to_string(),
+                ))
             }
         }
     }
@@ -1925,10 +1932,9 @@ async fn campaign_actions(
             applied: 0,
             dropped: Vec::new(),
         };
-        return Ok(Outcome {
-            status: 200,
-            body: serde_json::to_string(&outcome).expect("outcomes serialize"),
-        });
+        return Ok(Outcome::ok(
+            serde_json::to_string(&outcome).expect("outcomes serialize"),
+        ));
     }
     let mut applied = 0_i64;
     let mut dropped: Vec<String> = (0..command.refused)
@@ -2133,10 +2139,9 @@ async fn campaign_actions(
         applied,
         dropped,
     };
-    Ok(Outcome {
-        status: 200,
-        body: serde_json::to_string(&outcome).expect("outcomes serialize"),
-    })
+    Ok(Outcome::ok(
+        serde_json::to_string(&outcome).expect("outcomes serialize"),
+    ))
 }
 
 /// What a gift redemption answers.

@@ -356,10 +356,9 @@ pub async fn change_tier(
             history_id: Some(history_id),
         }
     };
-    Ok(Outcome {
-        status: 200,
-        body: serde_json::to_string(&outcome).expect("outcomes serialize"),
-    })
+    Ok(Outcome::ok(
+        serde_json::to_string(&outcome).expect("outcomes serialize"),
+    ))
 }
 
 /// One entry of a member's tier history.

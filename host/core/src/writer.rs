@@ -338,6 +338,21 @@ async fn run_attempt(
             verdicts.push(Verdict::Broken);
             continue;
         }
+        // A retry of an applied key is answered here, before its command runs: the lookup
+        // writes nothing, so even a 409 leaves the batch as it is.
+        match answered_before(connection, database.backend, &envelope.submission).await {
+            Ok(Some(answer)) => {
+                verdicts.push(Verdict::Answer(answer));
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "writer lost its transaction");
+                broken = true;
+                verdicts.push(Verdict::Broken);
+                continue;
+            }
+        }
         match run_command(connection, database.backend, &envelope.submission, guard).await {
             Ok(Err(_)) if guard == Guard::Optimistic => {
                 if let Err(error) = session::query("ROLLBACK").execute(&mut *connection).await {
@@ -374,6 +389,24 @@ async fn run_attempt(
         committed,
         verdicts,
     }
+}
+
+/// The stored answer of the submission's Idempotency-Key, if it was applied already (by an
+/// earlier batch, or by its twin earlier in this one), where the lane checks keys itself
+/// ([`Backend::checks_keys_in_lane`]); `None` where the request handler checked it.
+async fn answered_before(
+    connection: &mut Session<'_>,
+    backend: Backend,
+    submission: &Submission,
+) -> Result<Option<Result<Outcome, CoreError>>, CoreError> {
+    let Some(claim) = &submission.claim else {
+        return Ok(None);
+    };
+    if !backend.checks_keys_in_lane() {
+        return Ok(None);
+    }
+    let stored = lookup(connection, &submission.merchant.id, &claim.key).await?;
+    Ok(stored.map(|stored| stored.answer(&claim.digest)))
 }
 
 /// Runs one command: its direct statements, then one flush of its queued inserts together
@@ -511,6 +544,7 @@ pub async fn lookup(
                 status: u16::try_from(row.try_get::<i64, _>("status")?)
                     .map_err(|_| CoreError::Internal("stored status out of range".into()))?,
                 body: row.try_get("response")?,
+                replayed: true,
             },
         })),
         None => Ok(None),

@@ -58,7 +58,20 @@ pub fn respond(outcome: Outcome) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if outcome.replayed {
+        response.extensions_mut().insert(Replayed);
+    }
     response
+}
+
+/// Marks a response that is the stored answer of an earlier request with the same
+/// Idempotency-Key (in the response's extensions, so the bytes sent stay the first ones).
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed;
+
+/// Whether this request applied its command now: a fresh 201, not a replayed one.
+pub fn applied_now(response: &Response) -> bool {
+    response.status() == StatusCode::CREATED && response.extensions().get::<Replayed>().is_none()
 }
 
 /// Answers a retry from the stored response without touching the writer.
@@ -79,9 +92,12 @@ async fn replay(
     }
 }
 
-/// Every value-moving endpoint: the scope, then a used key answered from its record, then
-/// the body parsed and turned into a command by `prepare`, then the command through the
-/// writer under the key.
+/// Every value-moving endpoint: the scope, then the body parsed and turned into a command by
+/// `prepare`, then the command through the writer under the key. A used key is answered from
+/// its record: before the body is parsed where the handler checks keys, in the writer's lane
+/// where the lane does ([`loyalty_core::db::Backend::checks_keys_in_lane`]); there a request that no longer
+/// parses or prepares looks its key up before it answers its error, so a retry gets the first
+/// response whatever has changed since.
 pub async fn value_moving<T: serde::de::DeserializeOwned>(
     state: &AppState,
     auth: &Auth,
@@ -90,11 +106,26 @@ pub async fn value_moving<T: serde::de::DeserializeOwned>(
     prepare: impl AsyncFnOnce(&Principal, T) -> Result<Command, ApiError>,
 ) -> Result<Response, ApiError> {
     let principal = auth.require(scope)?;
-    if let Some(response) = replay(state, principal, &idempotent).await? {
-        return Ok(response);
+    let lane_checks_key = state.database.backend.checks_keys_in_lane();
+    if !lane_checks_key {
+        if let Some(response) = replay(state, principal, &idempotent).await? {
+            return Ok(response);
+        }
     }
-    let request: T = idempotent.parse()?;
-    let command = prepare(principal, request).await?;
+    let prepared = match idempotent.parse::<T>() {
+        Ok(request) => prepare(principal, request).await,
+        Err(error) => Err(error),
+    };
+    let command = match prepared {
+        Ok(command) => command,
+        Err(error) if lane_checks_key => {
+            return match replay(state, principal, &idempotent).await? {
+                Some(response) => Ok(response),
+                None => Err(error),
+            };
+        }
+        Err(error) => return Err(error),
+    };
     let outcome = submit(state, principal, Some(idempotent.claim), command).await?;
     Ok(respond(outcome))
 }

@@ -1,7 +1,6 @@
 //! Purchases and refunds: the main job of the host.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use loyalty_core::merchants::{Merchant, Scope};
 use loyalty_core::operations::{
@@ -10,7 +9,7 @@ use loyalty_core::operations::{
 use loyalty_core::tiers::TierSource;
 use loyalty_core::CoreError;
 
-use crate::api::value_moving;
+use crate::api::{applied_now, value_moving};
 use crate::error::{ApiResult, Problem};
 use crate::extract::{Auth, Idempotent};
 use crate::{tiers, AppState};
@@ -46,7 +45,7 @@ pub async fn create(
     )
     .await?;
     if let Some((merchant, member_id, store_id)) = written {
-        if response.status() == StatusCode::CREATED {
+        if applied_now(&response) {
             tiers::after_change(
                 &state,
                 &merchant,
@@ -91,7 +90,7 @@ pub async fn refund(
     )
     .await?;
     if let Some((merchant, member_id, store_id)) = written {
-        if response.status() == StatusCode::CREATED {
+        if applied_now(&response) {
             tiers::after_change(
                 &state,
                 &merchant,
