@@ -146,6 +146,11 @@ struct OnlineRetailArgs {
     plugin_cache_dir: Option<std::path::PathBuf>,
 }
 
+/// mimalloc rather than glibc's malloc: the writer's lane and the request handlers allocate
+/// and free small blocks all the time (measured in the ledger benchmark; see the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
