@@ -163,24 +163,24 @@ fn run_direct(
 
 /// `$n` → `?n`: SQLite numbers `$n` by first appearance, `?n` by `n`. Our SQL has `$` only
 /// before parameter numbers or inside JSON paths (`'$.x'`), never before a digit otherwise.
+///
+/// Only the `$`s are visited (found with `memchr`), in a copy made at once: this runs before
+/// every statement of the lane, whose scripts run to kilobytes, and pushing the text char by
+/// char was 6–7 % of the lane in `perf`.
 fn sqlite_numbered(sql: &str) -> Cow<'_, str> {
     let bytes = sql.as_bytes();
-    let numbered = bytes
-        .windows(2)
-        .any(|pair| pair[0] == b'$' && pair[1].is_ascii_digit());
-    if !numbered {
+    let mut numbers = memchr::memchr_iter(b'$', bytes)
+        .filter(|&at| bytes.get(at + 1).is_some_and(u8::is_ascii_digit))
+        .peekable();
+    if numbers.peek().is_none() {
         return Cow::Borrowed(sql);
     }
-    let mut out = String::with_capacity(sql.len());
-    let mut characters = sql.chars().peekable();
-    while let Some(character) = characters.next() {
-        if character == '$' && characters.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(character);
-        }
+    let mut out = bytes.to_vec();
+    for at in numbers {
+        out[at] = b'?';
     }
-    Cow::Owned(out)
+    // One ASCII byte replaced by another keeps the text valid UTF-8.
+    Cow::Owned(String::from_utf8(out).expect("'$' replaced by '?' is still UTF-8"))
 }
 
 impl rusqlite::ToSql for SqlValue {
@@ -677,6 +677,11 @@ mod tests {
             super::sqlite_numbered("SELECT $2, $10, '$.a' WHERE x = $1"),
             "SELECT ?2, ?10, '$.a' WHERE x = ?1"
         );
+        assert_eq!(
+            super::sqlite_numbered("SELECT '¥', $1, '$'"),
+            "SELECT '¥', ?1, '$'"
+        );
+        assert_eq!(super::sqlite_numbered("$1$"), "?1$");
         assert!(matches!(
             super::sqlite_numbered("SELECT '$.a'"),
             std::borrow::Cow::Borrowed(_)
