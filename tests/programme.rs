@@ -226,6 +226,16 @@ async fn tiers_follow_the_policy(backend: Backend) {
     assert_eq!(history[0]["reason"], "below keep amount");
     assert_eq!(events_of(&server, key, "purchase.refunded").await.len(), 2);
 
+    // A purchase under a key of our own, to be retried after the admin's move below.
+    let retried = json!({"member_id": member, "store_id": store,
+        "items": [{"sku": "tea", "quantity": 1, "unit_price": "1.00"}],
+        "payments": [{"method": "card", "amount": "1.00"}]});
+    let answered = server
+        .post_idem("/v1/purchases", key, "retried-purchase", &retried)
+        .await;
+    answered.ok(201);
+    assert_eq!(tier_of(&server, key, &member).await, "silver");
+
     // An admin's move is history too; an unknown tier is refused; dropping a held tier is a 409.
     server
         .put(
@@ -243,6 +253,16 @@ async fn tiers_follow_the_policy(backend: Backend) {
         )
         .await;
     assert_eq!(assigned.ok(200)["changed"], true);
+    // The retry is answered from its record and asks the policy nothing: platinum stays,
+    // where a fresh purchase (211.00 in 12 months, below every keep amount) would drop it.
+    let again = server
+        .post_idem("/v1/purchases", key, "retried-purchase", &retried)
+        .await;
+    assert_eq!(
+        (again.status, &again.text),
+        (answered.status, &answered.text)
+    );
+    assert_eq!(tier_of(&server, key, &member).await, "platinum");
     let history = server
         .get(&format!("/v1/members/{member}/tier-history?limit=1"), key)
         .await
