@@ -499,8 +499,8 @@ struct Tally {
 
 /// What the writer made of an operation.
 enum Applied {
-    /// Done now; the response body.
-    Done(Value),
+    /// Applied (now, or by an earlier run under the same key: `replayed`); the response body.
+    Done { receipt: Value, replayed: bool },
     /// Refused by validation or a business rule; why.
     Refused(String),
     /// The purchase's external_id exists already (recorded without this import's key).
@@ -693,7 +693,7 @@ fn record(
     let lines = op.lines();
     match (op, outcome) {
         (_, Applied::Skipped) => return,
-        (Op::Purchase(op), Applied::Done(receipt)) => {
+        (Op::Purchase(op), Applied::Done { receipt, .. }) => {
             tally.purchases_imported += 1;
             tally.lines_imported += lines;
             tally.points_issued += receipt["points_awarded"].as_i64().unwrap_or(0);
@@ -712,7 +712,7 @@ fn record(
                 lines,
             );
         }
-        (Op::Refund(_), Applied::Done(receipt)) => {
+        (Op::Refund(_), Applied::Done { receipt, .. }) => {
             tally.refunds_imported += 1;
             tally.lines_imported += lines;
             tally.points_reversed += receipt["points_reversed"].as_i64().unwrap_or(0);
@@ -788,8 +788,15 @@ async fn purchase(context: &Context, member_id: &str, op: &PurchaseOp) -> anyhow
         digest: request_digest("POST", "/v1/purchases", &body),
     };
     let applied = submit(context, claim, command, op.at).await?;
-    if matches!(applied, Applied::Done(_)) {
-        // As the API does after a purchase: the store's tier policy, at the data's time.
+    if matches!(
+        applied,
+        Applied::Done {
+            replayed: false,
+            ..
+        }
+    ) {
+        // As the API does after a purchase (not after a replay): the store's tier policy, at
+        // the data's time.
         tiers::after_change(
             state,
             &context.merchant,
@@ -835,7 +842,13 @@ async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::
         ),
     };
     let applied = submit(context, claim, command, op.at).await?;
-    if matches!(applied, Applied::Done(_)) {
+    if matches!(
+        applied,
+        Applied::Done {
+            replayed: false,
+            ..
+        }
+    ) {
         tiers::after_change(
             &context.state,
             &context.merchant,
@@ -873,7 +886,10 @@ async fn submit(
             Ok(outcome) => {
                 let body: Value = serde_json::from_str(&outcome.body)
                     .context("the writer answered something that is not JSON")?;
-                return Ok(Applied::Done(body));
+                return Ok(Applied::Done {
+                    receipt: body,
+                    replayed: outcome.replayed,
+                });
             }
             Err(CoreError::Retry) if attempt < RETRIES_MAX => attempt += 1,
             Err(CoreError::Conflict(message)) if message.contains("external_id") => {
