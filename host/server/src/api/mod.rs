@@ -95,9 +95,9 @@ async fn replay(
 /// Every value-moving endpoint: the scope, then the body parsed and turned into a command by
 /// `prepare`, then the command through the writer under the key. A used key is answered from
 /// its record: before the body is parsed where the handler checks keys, in the writer's lane
-/// where the lane does ([`loyalty_core::db::Backend::checks_keys_in_lane`]); there a request that no longer
-/// parses or prepares looks its key up before it answers its error, so a retry gets the first
-/// response whatever has changed since.
+/// where the lane does ([`loyalty_core::db::Backend::checks_keys_in_lane`]); there a request
+/// that no longer parses or prepares looks its key up before it answers its error, so a
+/// retry gets the first response whatever has changed since.
 pub async fn value_moving<T: serde::de::DeserializeOwned>(
     state: &AppState,
     auth: &Auth,
