@@ -220,6 +220,13 @@ async fn ledger(args: LedgerArgs) -> Result<()> {
         params.bare_commits,
         bin.display()
     );
+    if let Some(micros) = sync_delay_us() {
+        println!(
+            "EMULATED DISK: every fsync and fdatasync of this benchmark and its server waits \
+             {micros} µs more (bench/sync-delay, preloaded); a PostgreSQL server only if it was \
+             started with the same library preloaded (its bare rate shows whether it was)"
+        );
+    }
 
     let mut rows = Vec::new();
     let mut failure = None;
@@ -1413,6 +1420,14 @@ fn loyalty_bin(given: Option<&Path>, bench: &str) -> Result<PathBuf> {
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The extra wait per flush when bench/sync-delay is preloaded (`cargo xtask bench ledger
+/// --sync-delay-us N`), so the figures say they were taken on an emulated disk.
+fn sync_delay_us() -> Option<String> {
+    let preloaded =
+        std::env::var("LD_PRELOAD").is_ok_and(|libraries| libraries.contains("loyalty_sync_delay"));
+    preloaded.then(|| std::env::var("LOYALTY_SYNC_DELAY_US").unwrap_or_else(|_| "500".into()))
 }
 
 /// The same PostgreSQL URL pointing at database `db` (keeps user, host and query).

@@ -50,7 +50,10 @@ enum Cmd {
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Purchases over HTTP vs. the bare durable-commit rate, SQLite and PostgreSQL.
-    /// Arguments (e.g. `--quick`, `--postgres <url>`, `--help`) go to `loyalty-bench ledger`.
+    /// Arguments (e.g. `--quick`, `--postgres <url>`, `--help`) go to `loyalty-bench ledger`,
+    /// except `--sync-delay-us <N>` (Linux): the benchmark and the server it starts then run
+    /// with every fsync and fdatasync taking N µs more, as on a slower disk
+    /// (bench/sync-delay, preloaded).
     #[command(disable_help_flag = true)]
     Ledger {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -607,15 +610,23 @@ fn api_tour() -> Result<()> {
 // cargo xtask bench ledger|plugins
 
 /// Builds the server and the bench in release mode and runs `loyalty-bench <which> <args>`.
+/// `--sync-delay-us <N>` among the args is xtask's: the bench runs with bench/sync-delay
+/// preloaded (see [`sync_delay`]).
 fn bench(which: &str, args: &[OsString]) -> Result<()> {
-    run_checked(cargo().args([
+    let (sync_delay_us, args) = sync_delay(args)?;
+    let mut build = cargo();
+    build.args([
         "build",
         "--release",
         "-p",
         "loyalty-host",
         "-p",
         "loyalty-bench",
-    ]))?;
+    ]);
+    if sync_delay_us.is_some() {
+        build.args(["-p", "loyalty-sync-delay"]);
+    }
+    run_checked(&mut build)?;
     let release = target_dir().join("release");
     let bench = release.join(exe("loyalty-bench"));
     let mut cmd = Command::new(&bench);
@@ -624,7 +635,44 @@ fn bench(which: &str, args: &[OsString]) -> Result<()> {
         .arg("--loyalty-bin")
         .arg(release.join(exe("loyalty")))
         .args(args);
+    if let Some(micros) = sync_delay_us {
+        // Inherited by the server the bench starts; cargo and rustc above ran without it.
+        cmd.env("LD_PRELOAD", release.join("libloyalty_sync_delay.so"))
+            .env("LOYALTY_SYNC_DELAY_US", micros.to_string());
+    }
     run_checked(&mut cmd)
+}
+
+/// Takes `--sync-delay-us <N>` (or `--sync-delay-us=N`) out of the bench's arguments.
+fn sync_delay(args: &[OsString]) -> Result<(Option<u64>, Vec<OsString>)> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut micros = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.to_str() {
+            Some("--sync-delay-us") => args
+                .next()
+                .context("--sync-delay-us needs a number of microseconds")?
+                .to_string_lossy()
+                .into_owned(),
+            Some(other) if other.starts_with("--sync-delay-us=") => {
+                other["--sync-delay-us=".len()..].to_string()
+            }
+            _ => {
+                rest.push(arg.clone());
+                continue;
+            }
+        };
+        micros = Some(
+            value
+                .parse::<u64>()
+                .with_context(|| format!("--sync-delay-us {value}: not a number"))?,
+        );
+    }
+    if micros.is_some() && !cfg!(target_os = "linux") {
+        bail!("--sync-delay-us works on Linux only (LD_PRELOAD)");
+    }
+    Ok((micros, rest))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -715,4 +763,35 @@ fn bench_import(args: &[OsString]) -> Result<()> {
         plugins.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sync_delay_is_taken_out_of_the_bench_arguments() {
+        let (micros, rest) = sync_delay(&args(&[
+            "--quick",
+            "--sync-delay-us",
+            "500",
+            "--only",
+            "sqlite",
+        ]))
+        .expect("a number");
+        assert_eq!(micros, Some(500));
+        assert_eq!(rest, args(&["--quick", "--only", "sqlite"]));
+        let (micros, rest) = sync_delay(&args(&["--sync-delay-us=250"])).expect("a number");
+        assert_eq!(micros, Some(250));
+        assert!(rest.is_empty());
+        let (micros, rest) = sync_delay(&args(&["--quick"])).expect("nothing to take");
+        assert_eq!(micros, None);
+        assert_eq!(rest, args(&["--quick"]));
+        assert!(sync_delay(&args(&["--sync-delay-us", "soon"])).is_err());
+        assert!(sync_delay(&args(&["--sync-delay-us"])).is_err());
+    }
 }
