@@ -643,6 +643,9 @@ fn bench(which: &str, args: &[OsString]) -> Result<()> {
     run_checked(&mut cmd)
 }
 
+/// The longest extra wait per flush bench/sync-delay takes (its `DELAY_US_MAX`).
+const SYNC_DELAY_US_MAX: u64 = 100_000;
+
 /// Takes `--sync-delay-us <N>` (or `--sync-delay-us=N`) out of the bench's arguments.
 fn sync_delay(args: &[OsString]) -> Result<(Option<u64>, Vec<OsString>)> {
     let mut rest = Vec::with_capacity(args.len());
@@ -668,6 +671,9 @@ fn sync_delay(args: &[OsString]) -> Result<(Option<u64>, Vec<OsString>)> {
                 .parse::<u64>()
                 .with_context(|| format!("--sync-delay-us {value}: not a number"))?,
         );
+    }
+    if micros.is_some_and(|micros| micros > SYNC_DELAY_US_MAX) {
+        bail!("--sync-delay-us takes at most {SYNC_DELAY_US_MAX} µs (the library's own bound)");
     }
     if micros.is_some() && !cfg!(target_os = "linux") {
         bail!("--sync-delay-us works on Linux only (LD_PRELOAD)");
@@ -793,5 +799,6 @@ mod tests {
         assert_eq!(rest, args(&["--quick"]));
         assert!(sync_delay(&args(&["--sync-delay-us", "soon"])).is_err());
         assert!(sync_delay(&args(&["--sync-delay-us"])).is_err());
+        assert!(sync_delay(&args(&["--sync-delay-us", "100001"])).is_err());
     }
 }
