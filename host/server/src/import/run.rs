@@ -509,6 +509,20 @@ enum Applied {
     Skipped,
 }
 
+impl Applied {
+    /// Whether the operation's command ran now (not answered from its key's record), as the
+    /// API's `applied_now`: only then does the tier policy follow.
+    fn applied_now(&self) -> bool {
+        matches!(
+            self,
+            Applied::Done {
+                replayed: false,
+                ..
+            }
+        )
+    }
+}
+
 /// Runs the operations of all members in the data's time order, up to `concurrency` at
 /// once, never two of one member at once: an operation whose member is busy waits (with the
 /// member's later ones) until the member's previous one is committed. Time order keeps
@@ -788,13 +802,7 @@ async fn purchase(context: &Context, member_id: &str, op: &PurchaseOp) -> anyhow
         digest: request_digest("POST", "/v1/purchases", &body),
     };
     let applied = submit(context, claim, command, op.at).await?;
-    if matches!(
-        applied,
-        Applied::Done {
-            replayed: false,
-            ..
-        }
-    ) {
+    if applied.applied_now() {
         // As the API does after a purchase (not after a replay): the store's tier policy, at
         // the data's time.
         tiers::after_change(
@@ -842,13 +850,7 @@ async fn refund(context: &Context, purchase_id: &str, op: &RefundOp) -> anyhow::
         ),
     };
     let applied = submit(context, claim, command, op.at).await?;
-    if matches!(
-        applied,
-        Applied::Done {
-            replayed: false,
-            ..
-        }
-    ) {
+    if applied.applied_now() {
         tiers::after_change(
             &context.state,
             &context.merchant,
