@@ -31,7 +31,8 @@ enum Command {
         #[arg(long, env = "LOYALTY_OPERATOR_KEY", hide_env_values = true)]
         operator_key: Option<String>,
         /// Concurrent write transactions on PostgreSQL (SQLite always has one); 0 = default
-        /// (16), at most 64. Each lane is a thread with a connection of its own.
+        /// (one per core of this machine, 2 to 16), at most 64. Each lane is a thread with a
+        /// connection of its own; raise it for a database far away or bigger than this machine.
         #[arg(long, default_value_t = 0)]
         writer_lanes: usize,
         /// Seconds between runs of the background jobs (points lifecycle, due daily ticks).
@@ -405,8 +406,9 @@ async fn serve(
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!(
-        "loyalty host listening on http://{listen} (database {})",
-        redact(url)
+        "loyalty host listening on http://{listen} (database {}, {} writer lanes)",
+        redact(url),
+        state.writer.lanes()
     );
     println!("operator key: {operator_key}");
     axum::serve(listener, router(state))
