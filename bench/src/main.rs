@@ -87,7 +87,8 @@ struct LedgerArgs {
     /// Sequential single-row commits for the bare rate [default: 2000, --quick: 300].
     #[arg(long, value_name = "N")]
     bare_commits: Option<usize>,
-    /// Keep the temporary directory (databases, server logs).
+    /// Keep the temporary directory (SQLite's databases, server logs) and the PostgreSQL
+    /// database (its name is printed), to look into afterwards.
     #[arg(long)]
     keep: bool,
 }
@@ -238,7 +239,7 @@ async fn ledger(args: LedgerArgs) -> Result<()> {
                 let url = postgres
                     .as_deref()
                     .expect("postgres backend is only chosen with a URL");
-                bench_postgres(&bin, &tmp, url, params).await
+                bench_postgres(&bin, &tmp, url, params, args.keep).await
             }
         };
         match result {
@@ -285,6 +286,7 @@ async fn bench_postgres(
     tmp: &Path,
     admin_url: &str,
     params: Params,
+    keep: bool,
 ) -> Result<Vec<Row>> {
     let dir = tmp.join("postgres");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -298,6 +300,10 @@ async fn bench_postgres(
     }
     .await;
 
+    if keep {
+        println!("kept database {db} (drop it with DROP DATABASE {db})");
+        return result;
+    }
     match drop_database(admin_url, &db).await {
         Ok(()) => println!("dropped database {db}"),
         Err(err) => eprintln!("warning: could not drop database {db}: {err:#}"),
