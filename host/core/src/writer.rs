@@ -142,9 +142,10 @@ impl Writer {
 /// lanes can use; the host cannot see the database's machine and takes its own as the measure
 /// (the same machine, or one like it). More lanes than cores split the same purchases into
 /// more, smaller transactions that compete for the cores: on this project's 2-core machine
-/// (PostgreSQL beside the host, ledger benchmark, spread scenario) 2 lanes gave 1,409–1,566
+/// (PostgreSQL beside the host, ledger benchmark, spread scenario) 2 lanes gave 1,409–1,567
 /// purchases/s, 4 gave 1,151–1,491 and 16 gave 943–1,096, and PostgreSQL's CPU per purchase
-/// fell from 1.15–1.31 ms to 0.73–0.81 ms. A database far away (each statement a network round
+/// fell from 1.15–1.31 ms to 0.73–0.81 ms; 1 lane gave 1,214–1,439 (one backend, waiting
+/// for its own commits). A database far away (each statement a network round
 /// trip) or bigger than the host wants `--writer-lanes` raised.
 fn lane_count(backend: Backend, asked: usize, cores: usize) -> usize {
     match (backend, asked) {
