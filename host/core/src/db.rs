@@ -322,6 +322,9 @@ pub struct Script {
     /// changes add none. A member not named here gets rows for every change, so a command
     /// that did not read the flag can only add rows that the switch-over rebuilds anyway.
     expiry_hours_skipped: BTreeSet<(String, String)>,
+    /// The balances of members read earlier in the writer's batch (see
+    /// [`crate::ledger::RememberedBalances`]), carried from command to command.
+    remembered: crate::ledger::RememberedBalances,
 }
 
 /// Microseconds in an hour of `point_expiry_hours` (migration 0009).
@@ -337,7 +340,26 @@ impl Script {
             savepoint_queued: false,
             expiry_hours: BTreeMap::new(),
             expiry_hours_skipped: BTreeSet::new(),
+            remembered: Default::default(),
         }
+    }
+
+    /// A script that starts with the balances the batch's earlier commands left.
+    pub fn carrying(backend: Backend, remembered: crate::ledger::RememberedBalances) -> Script {
+        Script {
+            remembered,
+            ..Script::new(backend)
+        }
+    }
+
+    /// The batch's remembered balances, to move or forget as the command changes them.
+    pub fn remembered(&mut self) -> &mut crate::ledger::RememberedBalances {
+        &mut self.remembered
+    }
+
+    /// Hands the remembered balances on to the batch's next command.
+    pub fn take_remembered(&mut self) -> crate::ledger::RememberedBalances {
+        std::mem::take(&mut self.remembered)
     }
 
     /// Whether the member keeps `point_expiry_hours` rows, as the command read it with the
@@ -362,6 +384,8 @@ impl Script {
     ) {
         // Active lots expire after they were written, so truncation is the floor here.
         assert!(expires_at > 0, "an active lot expires after 1970");
+        self.remembered
+            .add_expiring(merchant_id, member_id, expires_at, points);
         if points == 0 {
             return;
         }

@@ -138,8 +138,9 @@ pub async fn record(
     Ok((transaction_id, touched))
 }
 
-/// [`record`], then the member's balances read right after the update (on SQLite in the same
-/// round trip), as rows for [`balances_from_rows`].
+/// [`record`], then the member's balances right after the update, for
+/// [`balances_from_snapshot`]: read in the same round trip on SQLite, or the balances the
+/// batch remembers for the member moved by the update (see [`RememberedBalances`]).
 pub async fn record_and_read(
     connection: &mut Session<'_>,
     script: &mut Script,
@@ -147,8 +148,8 @@ pub async fn record_and_read(
     now: i64,
     transaction: NewTransaction,
     member_id: &str,
-) -> Result<(String, BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
-    let (transaction_id, touched, rows) = record_inner(
+) -> Result<(String, BTreeMap<String, i64>, BalanceSnapshot), CoreError> {
+    let (transaction_id, touched, snapshot) = record_inner(
         connection,
         script,
         merchant_id,
@@ -157,7 +158,8 @@ pub async fn record_and_read(
         Some(member_id),
     )
     .await?;
-    Ok((transaction_id, touched, rows))
+    let snapshot = snapshot.expect("a member's balances are read when asked for");
+    Ok((transaction_id, touched, snapshot))
 }
 
 async fn record_inner(
@@ -167,7 +169,7 @@ async fn record_inner(
     now: i64,
     transaction: NewTransaction,
     read_member: Option<&str>,
-) -> Result<(String, BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
+) -> Result<(String, BTreeMap<String, i64>, Option<BalanceSnapshot>), CoreError> {
     let postings: Vec<&Posting> = transaction
         .postings
         .iter()
@@ -193,7 +195,7 @@ async fn record_inner(
     }
     // Accounts whose postings net to zero stay in: callers read every posted account's
     // balance after the write (a purchase that pays and earns the same points).
-    let (balances, balance_rows) =
+    let (balances, snapshot) =
         update_and_read(connection, script, merchant_id, &deltas, read_member, now).await?;
     for (account_id, balance) in &balances {
         // Only a debit can take an account below zero; a credit to an account already in
@@ -240,12 +242,14 @@ async fn record_inner(
         }
         script.push(&sql, values);
     }
-    Ok((transaction_id, balances, balance_rows))
+    Ok((transaction_id, balances, snapshot))
 }
 
 /// Moves the cached balances of the member accounts in one statement (balance + CASE id WHEN
-/// … THEN delta END) and, if asked, reads the member's balances after it: on SQLite in the
-/// same call, after whatever the script has queued.
+/// … THEN delta END) and, if asked, gives the member's balances after it: read on SQLite in
+/// the same call, after whatever the script has queued; or, where this batch has read the
+/// member already and nothing since moved what the update does not return, the remembered
+/// balances with the update's new figures (no read at all).
 async fn update_and_read(
     connection: &mut Session<'_>,
     script: &mut Script,
@@ -253,7 +257,7 @@ async fn update_and_read(
     deltas: &BTreeMap<&str, i64>,
     read_member: Option<&str>,
     now: i64,
-) -> Result<(BTreeMap<String, i64>, Vec<session::Row>), CoreError> {
+) -> Result<(BTreeMap<String, i64>, Option<BalanceSnapshot>), CoreError> {
     let mut sql = String::new();
     let mut values: Vec<SqlValue> = vec![merchant_id.into()];
     if !deltas.is_empty() {
@@ -278,6 +282,11 @@ async fn update_and_read(
             values.push((*delta).into());
         }
     }
+    let remembered = read_member.and_then(|member_id| {
+        script
+            .remembered()
+            .usable(merchant_id, member_id, deltas.keys().copied(), now)
+    });
     let read_values = |member_id: &str| -> Vec<SqlValue> {
         vec![
             member_id.into(),
@@ -286,35 +295,37 @@ async fn update_and_read(
             EXPIRING_LOTS_SUMMED_MAX.into(),
         ]
     };
-    let rows = match (read_member, script.backend()) {
-        (None, _) if deltas.is_empty() => Vec::new(),
-        (None, _) => script.fetch_after(connection, &sql, values).await?,
-        (Some(member_id), Backend::Sqlite) => {
-            let read = balances_sql(1, values.len() + 1);
-            let sql = if sql.is_empty() {
-                read
-            } else {
-                format!("{sql};\n{read}")
-            };
-            values.extend(read_values(member_id));
-            script.fetch_after(connection, &sql, values).await?
-        }
-        (Some(member_id), Backend::Postgres) => {
-            let mut rows = if deltas.is_empty() {
-                script.flush(connection).await?;
-                Vec::new()
-            } else {
+    let rows = match read_member {
+        Some(member_id) if remembered.is_none() => match script.backend() {
+            Backend::Sqlite => {
+                let read = balances_sql(1, values.len() + 1);
+                let sql = if sql.is_empty() {
+                    read
+                } else {
+                    format!("{sql};\n{read}")
+                };
+                values.extend(read_values(member_id));
                 script.fetch_after(connection, &sql, values).await?
-            };
-            let mut read_all: Vec<SqlValue> = vec![merchant_id.into()];
-            read_all.extend(read_values(member_id));
-            rows.extend(
-                script
-                    .fetch_after(connection, &balances_sql(1, 2), read_all)
-                    .await?,
-            );
-            rows
-        }
+            }
+            Backend::Postgres => {
+                let mut rows = if deltas.is_empty() {
+                    script.flush(connection).await?;
+                    Vec::new()
+                } else {
+                    script.fetch_after(connection, &sql, values).await?
+                };
+                let mut read_all: Vec<SqlValue> = vec![merchant_id.into()];
+                read_all.extend(read_values(member_id));
+                rows.extend(
+                    script
+                        .fetch_after(connection, &balances_sql(1, 2), read_all)
+                        .await?,
+                );
+                rows
+            }
+        },
+        _ if deltas.is_empty() => Vec::new(),
+        _ => script.fetch_after(connection, &sql, values).await?,
     };
     let mut touched = BTreeMap::new();
     let mut balance_rows = Vec::new();
@@ -332,19 +343,43 @@ async fn update_and_read(
             _ => balance_rows.push(row),
         }
     }
-    if let Some(member_id) = read_member {
-        if lots_summed >= crate::points::EXPIRY_HOURS_LOTS_MIN {
-            // This read summed many lots; the member's next reads will not.
-            crate::points::keep_expiry_hours(connection, script, merchant_id, member_id).await?;
-        }
-    }
     if touched.len() != deltas.len() {
         return Err(CoreError::Internal(format!(
             "posting to {} missing member accounts",
             deltas.len() - touched.len()
         )));
     }
-    Ok((touched, balance_rows))
+    let Some(member_id) = read_member else {
+        script.remembered().move_accounts(merchant_id, &touched);
+        return Ok((touched, None));
+    };
+    let snapshot = match remembered {
+        Some(mut snapshot) => {
+            snapshot.move_accounts(&touched);
+            #[cfg(debug_assertions)]
+            {
+                // Every test run checks the remembered figures against a real read.
+                let read = read_balances(connection, script, merchant_id, member_id, now).await?;
+                assert_eq!(
+                    snapshot, read,
+                    "remembered balances of {member_id} differ from the database's"
+                );
+            }
+            snapshot
+        }
+        None => {
+            if lots_summed >= crate::points::EXPIRY_HOURS_LOTS_MIN {
+                // This read summed many lots; the member's next reads will not.
+                crate::points::keep_expiry_hours(connection, script, merchant_id, member_id)
+                    .await?;
+            }
+            BalanceSnapshot::from_rows(balance_rows)?
+        }
+    };
+    script
+        .remembered()
+        .remember(merchant_id, member_id, snapshot.clone());
+    Ok((touched, Some(snapshot)))
 }
 
 /// The cached balances of all the member's accounts, by account id.
@@ -399,7 +434,7 @@ pub struct StoredValueBalance {
     pub total: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CountCardBalance {
     pub id: String,
     pub package_id: String,
@@ -484,9 +519,9 @@ pub async fn balances(
         .bind(EXPIRING_LOTS_SUMMED_MAX)
         .fetch_all(&mut *connection)
         .await?;
-    balances_from_rows(
+    balances_from_snapshot(
         connection,
-        rows,
+        BalanceSnapshot::from_rows(rows)?,
         merchant_id,
         member_id,
         exponent,
@@ -495,14 +530,15 @@ pub async fn balances(
     .await
 }
 
-/// The rows of the balances query, after whatever the script has queued.
-pub async fn balance_rows(
+/// The member's balances, read after whatever the script has queued, and remembered for
+/// the rest of the batch.
+pub async fn read_balances(
     connection: &mut Session<'_>,
     script: &mut Script,
     merchant_id: &str,
     member_id: &str,
     now: i64,
-) -> Result<Vec<session::Row>, CoreError> {
+) -> Result<BalanceSnapshot, CoreError> {
     let values: Vec<SqlValue> = vec![
         merchant_id.into(),
         member_id.into(),
@@ -510,9 +546,14 @@ pub async fn balance_rows(
         EXPIRY_WINDOW_MICROS.into(),
         EXPIRING_LOTS_SUMMED_MAX.into(),
     ];
-    script
+    let rows = script
         .fetch_after(connection, &balances_sql(1, 2), values)
-        .await
+        .await?;
+    let snapshot = BalanceSnapshot::from_rows(rows)?;
+    script
+        .remembered()
+        .remember(merchant_id, member_id, snapshot.clone());
+    Ok(snapshot)
 }
 
 /// The balances query with the merchant at `$merchant` and the member, now, the expiry
@@ -578,49 +619,223 @@ fn balances_sql(merchant: usize, first: usize) -> String {
     )
 }
 
-/// Balances from the rows of [`balances_sql`].
-pub async fn balances_from_rows(
+/// A member's balances as the balances query ([`balances_sql`]) found them, parsed: what
+/// [`balances_from_snapshot`] turns into the API's [`Balances`], and what a batch remembers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceSnapshot {
+    /// The member's accounts other than count cards, by id.
+    accounts: BTreeMap<String, i64>,
+    /// The stored lots' next expiry: the earliest, and the points expiring within the window
+    /// after it.
+    stored_expiry: Option<(i64, i64)>,
+    /// Count cards with uses left that had not expired, by expiry then id, with their expiry
+    /// in microseconds.
+    count_cards: Vec<(CountCardBalance, i64)>,
+}
+
+impl BalanceSnapshot {
+    /// Parses the rows of [`balances_sql`] (without the update's `touched` rows).
+    pub fn from_rows(rows: Vec<session::Row>) -> Result<BalanceSnapshot, CoreError> {
+        let mut accounts: BTreeMap<String, i64> = BTreeMap::new();
+        let mut stored_expiry: Option<(i64, i64)> = None;
+        let mut count_cards = Vec::new();
+        for row in rows {
+            let kind: String = row.try_get("row_kind")?;
+            let amount: i64 = row.try_get("amount")?;
+            match kind.as_str() {
+                "account" => {
+                    accounts.insert(row.try_get("id")?, amount);
+                }
+                "expiring" => {
+                    // Of the two branches of the next expiry, the one that did not read
+                    // answers no row or an empty one.
+                    if let Some(first) = row.try_get::<Option<i64>, _>("at")? {
+                        stored_expiry = Some((first, amount));
+                    }
+                }
+                _ => {
+                    let expires_at = row.try_get::<Option<i64>, _>("at")?.unwrap_or(0);
+                    count_cards.push((
+                        CountCardBalance {
+                            id: row.try_get("id")?,
+                            package_id: row
+                                .try_get::<Option<String>, _>("package_id")?
+                                .unwrap_or_default(),
+                            name: row
+                                .try_get::<Option<String>, _>("name")?
+                                .unwrap_or_default(),
+                            remaining: amount,
+                            expires_at: from_unix_micros(expires_at),
+                        },
+                        expires_at,
+                    ))
+                }
+            }
+        }
+        if accounts.is_empty() {
+            return Err(CoreError::NotFound("member"));
+        }
+        count_cards.sort_by(|(a, _), (b, _)| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        Ok(BalanceSnapshot {
+            accounts,
+            stored_expiry,
+            count_cards,
+        })
+    }
+
+    /// The balances of the member's accounts other than count cards, by id.
+    pub fn accounts(&self) -> &BTreeMap<String, i64> {
+        &self.accounts
+    }
+
+    /// Takes the new balances an account update returned.
+    fn move_accounts(&mut self, touched: &BTreeMap<String, i64>) {
+        for (account_id, balance) in touched {
+            let known = self.accounts.insert(account_id.clone(), *balance);
+            assert!(known.is_some(), "only a member's known accounts move");
+        }
+    }
+
+    /// Whether these figures still hold at `now` for an update of `accounts`: every account
+    /// is one of them (a count card's is not), and no listed count card has expired since.
+    fn holds_for<'a>(&self, mut accounts: impl Iterator<Item = &'a str>, now: i64) -> bool {
+        accounts.all(|account_id| self.accounts.contains_key(account_id))
+            && self
+                .count_cards
+                .iter()
+                .all(|(_, expires_at)| *expires_at > now)
+    }
+
+    /// Counts `points` (negative: taken) of a lot expiring at `expires_at` into the next
+    /// expiry; false where the change may move the earliest expiry, which only a read knows.
+    fn add_expiring(&mut self, expires_at: i64, points: i64) -> bool {
+        match self.stored_expiry {
+            _ if points == 0 => true,
+            None if points > 0 => {
+                self.stored_expiry = Some((expires_at, points));
+                true
+            }
+            Some((first, sum)) if points > 0 && expires_at >= first => {
+                if expires_at < first + EXPIRY_WINDOW_MICROS {
+                    self.stored_expiry = Some((first, sum + points));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Most members whose balances a batch remembers; a batch carries at most
+/// [`crate::writer::BATCH_COMMANDS_MAX`] commands, so this bounds nothing in practice.
+pub const REMEMBERED_MEMBERS_MAX: usize = 1_024;
+
+/// The balances of the members a writer's batch has read, kept for the rest of the batch, so
+/// that a member's later commands in it need no balances query: for a member with many
+/// purchases at once (a busy store's shared card, a campaign's burst) the read was the
+/// costliest statement of the purchase after its inserts. Every change of what the read
+/// covers moves the figures (account updates return their new balances; new and spent lots
+/// with an expiry move the next expiry), or forgets the member where only a read can tell.
+/// The members are locked by the batch's transaction, so nothing else moves them meanwhile;
+/// the memory ends with the attempt (a failed command's rollback drops it). Debug builds
+/// check every remembered answer against a read.
+#[derive(Debug, Default)]
+pub struct RememberedBalances {
+    members: BTreeMap<(String, String), BalanceSnapshot>,
+}
+
+impl RememberedBalances {
+    /// The member's remembered balances, if they hold for an update of `accounts` at `now`.
+    fn usable<'a>(
+        &self,
+        merchant_id: &str,
+        member_id: &str,
+        accounts: impl Iterator<Item = &'a str>,
+        now: i64,
+    ) -> Option<BalanceSnapshot> {
+        self.members
+            .get(&(merchant_id.to_string(), member_id.to_string()))
+            .filter(|snapshot| snapshot.holds_for(accounts, now))
+            .cloned()
+    }
+
+    /// The member's remembered account balances, if any.
+    pub fn accounts(&self, merchant_id: &str, member_id: &str) -> Option<&BTreeMap<String, i64>> {
+        self.members
+            .get(&(merchant_id.to_string(), member_id.to_string()))
+            .map(BalanceSnapshot::accounts)
+    }
+
+    fn remember(&mut self, merchant_id: &str, member_id: &str, snapshot: BalanceSnapshot) {
+        if self.members.len() >= REMEMBERED_MEMBERS_MAX {
+            self.members.clear();
+        }
+        self.members
+            .insert((merchant_id.to_string(), member_id.to_string()), snapshot);
+    }
+
+    /// Forgets the member: something moved that only a read can tell.
+    pub fn forget(&mut self, merchant_id: &str, member_id: &str) {
+        self.members
+            .remove(&(merchant_id.to_string(), member_id.to_string()));
+    }
+
+    /// Forgets every member.
+    pub fn clear(&mut self) {
+        self.members.clear();
+    }
+
+    /// Takes new account balances from an update that named no member: each account moves in
+    /// the member that holds it; an account no remembered member holds forgets them all.
+    fn move_accounts(&mut self, merchant_id: &str, touched: &BTreeMap<String, i64>) {
+        for (account_id, balance) in touched {
+            let holder = self.members.iter_mut().find(|((merchant, _), snapshot)| {
+                merchant == merchant_id && snapshot.accounts.contains_key(account_id)
+            });
+            match holder {
+                Some((_, snapshot)) => {
+                    snapshot.accounts.insert(account_id.clone(), *balance);
+                }
+                None => {
+                    self.members.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A lot of the member expiring at `expires_at` gained `points` (negative: lost them).
+    pub fn add_expiring(
+        &mut self,
+        merchant_id: &str,
+        member_id: &str,
+        expires_at: i64,
+        points: i64,
+    ) {
+        let key = (merchant_id.to_string(), member_id.to_string());
+        if let Some(snapshot) = self.members.get_mut(&key) {
+            if !snapshot.add_expiring(expires_at, points) {
+                self.members.remove(&key);
+            }
+        }
+    }
+}
+
+/// The API's balances from a [`BalanceSnapshot`] and the lots (remaining, expires_at) the
+/// command has queued but not yet written.
+pub async fn balances_from_snapshot(
     connection: &mut Session<'_>,
-    rows: Vec<session::Row>,
+    snapshot: BalanceSnapshot,
     merchant_id: &str,
     member_id: &str,
     exponent: u32,
     queued_lots: &[(i64, Option<i64>)],
 ) -> Result<Balances, CoreError> {
-    let mut accounts: BTreeMap<String, i64> = BTreeMap::new();
-    let mut stored_expiry: Option<(i64, i64)> = None;
-    let mut count_cards = Vec::new();
-    for row in rows {
-        let kind: String = row.try_get("row_kind")?;
-        let amount: i64 = row.try_get("amount")?;
-        match kind.as_str() {
-            "account" => {
-                accounts.insert(row.try_get("id")?, amount);
-            }
-            "expiring" => {
-                // Of the two branches of the next expiry, the one that did not read answers
-                // no row or an empty one.
-                if let Some(first) = row.try_get::<Option<i64>, _>("at")? {
-                    stored_expiry = Some((first, amount));
-                }
-            }
-            _ => count_cards.push(CountCardBalance {
-                id: row.try_get("id")?,
-                package_id: row
-                    .try_get::<Option<String>, _>("package_id")?
-                    .unwrap_or_default(),
-                name: row
-                    .try_get::<Option<String>, _>("name")?
-                    .unwrap_or_default(),
-                remaining: amount,
-                expires_at: from_unix_micros(row.try_get::<Option<i64>, _>("at")?.unwrap_or(0)),
-            }),
-        }
-    }
-    if accounts.is_empty() {
-        return Err(CoreError::NotFound("member"));
-    }
-    count_cards.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+    let BalanceSnapshot {
+        accounts,
+        stored_expiry,
+        count_cards,
+    } = snapshot;
     let expiring_next = next_expiry(
         connection,
         merchant_id,
@@ -652,7 +867,7 @@ pub async fn balances_from_rows(
             bonus: format_money(bonus, exponent),
             total: format_money(principal + bonus, exponent),
         },
-        count_cards,
+        count_cards: count_cards.into_iter().map(|(card, _)| card).collect(),
     })
 }
 
@@ -879,4 +1094,83 @@ pub async fn keyed_transactions(
         }
     }
     Ok(keyed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = EXPIRY_HOUR_MICROS;
+
+    fn snapshot(accounts: &[(&str, i64)], stored_expiry: Option<(i64, i64)>) -> BalanceSnapshot {
+        BalanceSnapshot {
+            accounts: accounts
+                .iter()
+                .map(|(id, balance)| (id.to_string(), *balance))
+                .collect(),
+            stored_expiry,
+            count_cards: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn new_lots_move_the_next_expiry_only_where_it_is_known() {
+        let mut figures = snapshot(&[("m:points", 0)], None);
+        // The member's first expiring lot is the next expiry.
+        assert!(figures.add_expiring(100 * HOUR, 5));
+        assert_eq!(figures.stored_expiry, Some((100 * HOUR, 5)));
+        // A later lot inside the window adds to it; one beyond the window leaves it.
+        assert!(figures.add_expiring(110 * HOUR, 7));
+        assert_eq!(figures.stored_expiry, Some((100 * HOUR, 12)));
+        assert!(figures.add_expiring(100 * HOUR + EXPIRY_WINDOW_MICROS, 9));
+        assert_eq!(figures.stored_expiry, Some((100 * HOUR, 12)));
+        assert!(figures.add_expiring(120 * HOUR, 0));
+        // An earlier lot, or points taken, may move the earliest expiry: only a read knows.
+        assert!(!figures.clone().add_expiring(99 * HOUR, 1));
+        assert!(!figures.clone().add_expiring(110 * HOUR, -1));
+    }
+
+    #[test]
+    fn remembered_members_follow_updates_or_are_forgotten() {
+        let mut remembered = RememberedBalances::default();
+        remembered.remember("mer", "a", snapshot(&[("a:points", 10), ("a:sv", 5)], None));
+        remembered.remember("mer", "b", snapshot(&[("b:points", 1)], None));
+        // Usable for an update of the member's own accounts only.
+        assert!(remembered
+            .usable("mer", "a", ["a:points"].into_iter(), 0)
+            .is_some());
+        assert!(remembered
+            .usable("mer", "a", ["card:uses"].into_iter(), 0)
+            .is_none());
+        assert!(remembered
+            .usable("other", "a", ["a:points"].into_iter(), 0)
+            .is_none());
+        // An update that named no member moves the holder's figure.
+        remembered.move_accounts("mer", &BTreeMap::from([("a:sv".to_string(), 3)]));
+        assert_eq!(remembered.accounts("mer", "a").unwrap()["a:sv"], 3);
+        // Points taken from a lot forget the member; the others stay.
+        remembered.add_expiring("mer", "a", 10 * HOUR, -2);
+        assert!(remembered.accounts("mer", "a").is_none());
+        assert!(remembered.accounts("mer", "b").is_some());
+        // An account nobody is remembered with forgets everyone.
+        remembered.move_accounts("mer", &BTreeMap::from([("card:uses".to_string(), 4)]));
+        assert!(remembered.accounts("mer", "b").is_none());
+    }
+
+    #[test]
+    fn a_count_card_expiring_ends_the_figures() {
+        let mut figures = snapshot(&[("m:points", 0)], None);
+        figures.count_cards.push((
+            CountCardBalance {
+                id: "card".into(),
+                package_id: "pkg".into(),
+                name: "Wash".into(),
+                remaining: 3,
+                expires_at: from_unix_micros(50),
+            },
+            50,
+        ));
+        assert!(figures.holds_for(["m:points"].into_iter(), 49));
+        assert!(!figures.holds_for(["m:points"].into_iter(), 50));
+    }
 }

@@ -19,7 +19,7 @@ use crate::error::{CoreError, FieldError};
 use crate::events::{queue_event, NewEvent, PURCHASE_RECORDED, PURCHASE_REFUNDED};
 use crate::ledger::{
     self, count_card_account_id, member_account_balances, member_account_id, record,
-    record_and_read, Balances, NewTransaction, Posting, POINTS, USES,
+    record_and_read, BalanceSnapshot, Balances, NewTransaction, Posting, POINTS, USES,
 };
 use crate::merchants::Merchant;
 use crate::money::{format_money, parse_money, parse_positive_money, split_largest_remainder};
@@ -992,18 +992,18 @@ impl Context<'_> {
     fn money(&self, minor: i64) -> String {
         format_money(minor, self.merchant.currency_exponent)
     }
-    /// Balances from rows read with the command's ledger update; `queued_lots` (remaining,
+    /// Balances from those the command's ledger update gave; `queued_lots` (remaining,
     /// expires_at) are its lots not yet written.
     async fn balances_from(
         &self,
         connection: &mut Session<'_>,
-        rows: Vec<session::Row>,
+        snapshot: BalanceSnapshot,
         member_id: &str,
         queued_lots: &[(i64, Option<i64>)],
     ) -> Result<Balances, CoreError> {
-        crate::ledger::balances_from_rows(
+        crate::ledger::balances_from_snapshot(
             connection,
-            rows,
+            snapshot,
             &self.merchant.id,
             member_id,
             self.merchant.currency_exponent,
@@ -1032,14 +1032,36 @@ async fn begin_member_write(
     Ok(())
 }
 
-/// Draws `amount` of stored value from principal and bonus in proportion to their balances.
+/// Draws `amount` of stored value from principal and bonus in proportion to their balances
+/// (those the batch remembers for the member, or read).
 async fn stored_value_draw(
     connection: &mut Session<'_>,
+    script: &mut Script,
     context: &Context<'_>,
     member_id: &str,
     amount: i64,
 ) -> Result<(i64, i64), CoreError> {
-    let accounts = member_account_balances(connection, &context.merchant.id, member_id).await?;
+    let remembered = script
+        .remembered()
+        .accounts(&context.merchant.id, member_id)
+        .cloned();
+    let accounts = match remembered {
+        Some(accounts) => {
+            #[cfg(debug_assertions)]
+            {
+                let read =
+                    member_account_balances(connection, &context.merchant.id, member_id).await?;
+                assert!(
+                    accounts
+                        .iter()
+                        .all(|(account_id, balance)| read.get(account_id) == Some(balance)),
+                    "remembered balances of {member_id} differ from the database's"
+                );
+            }
+            accounts
+        }
+        None => member_account_balances(connection, &context.merchant.id, member_id).await?,
+    };
     let principal = accounts
         .get(&member_account_id(member_id, "stored_value_principal"))
         .copied()
@@ -1185,7 +1207,8 @@ async fn purchase(
     }
     let mut stored_value_paid = None;
     if let Some(amount) = command.payments.get(&PaymentMethod::StoredValue) {
-        let (principal, bonus) = stored_value_draw(connection, context, member_id, *amount).await?;
+        let (principal, bonus) =
+            stored_value_draw(connection, script, context, member_id, *amount).await?;
         transaction
             .postings
             .extend(stored_value_postings(context, member_id, principal, bonus));
@@ -1279,7 +1302,7 @@ async fn purchase(
     // A debt is repaid by new points before they form a lot, so the earning may go through
     // a negative balance (only possible when the merchant allows debts).
     transaction.negative_allowed = vec![points_account.clone()];
-    let (transaction_id, new_balances, mut balance_rows) = record_and_read(
+    let (transaction_id, new_balances, mut balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -1366,7 +1389,7 @@ async fn purchase(
         if !expired_lots.is_empty() {
             // the balances read with the purchase no longer hold; the re-read flushes the
             // script first, so the lots are stored and no longer queued
-            balance_rows = crate::ledger::balance_rows(
+            balances_after = crate::ledger::read_balances(
                 connection,
                 script,
                 &merchant.id,
@@ -1436,7 +1459,7 @@ async fn purchase(
         coupons: used_coupons,
         transaction_id,
         balances: context
-            .balances_from(connection, balance_rows, member_id, &queued_lots)
+            .balances_from(connection, balances_after, member_id, &queued_lots)
             .await?,
     };
     Ok(created(&receipt))
@@ -1739,7 +1762,7 @@ async fn refund(
     if points_debt > 0 {
         transaction.negative_allowed = vec![points_account.clone()];
     }
-    let (transaction_id, new_balances, balance_rows) = record_and_read(
+    let (transaction_id, new_balances, balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -1840,7 +1863,7 @@ async fn refund(
         context.now,
     );
     let balances = context
-        .balances_from(connection, balance_rows, &member_id, &queued_lots)
+        .balances_from(connection, balances_after, &member_id, &queued_lots)
         .await?;
     let receipt_body = |balances: Balances| RefundReceipt {
         id: refund_id.clone(),
@@ -1880,7 +1903,7 @@ async fn redeem(
         Posting::member(member_account_id(member_id, "points"), POINTS, -points),
         Posting::merchant("points_redeemed", POINTS, points),
     ];
-    let (transaction_id, _, balance_rows) = record_and_read(
+    let (transaction_id, _, balances_after) = record_and_read(
         connection,
         script,
         merchant_id,
@@ -1894,7 +1917,7 @@ async fn redeem(
         points,
         reason: reason.trim().to_string(),
         balances: context
-            .balances_from(connection, balance_rows, member_id, &[])
+            .balances_from(connection, balances_after, member_id, &[])
             .await?,
     }))
 }
@@ -2212,7 +2235,7 @@ async fn redeem_gift(
         Posting::member(member_account_id(member_id, "points"), POINTS, -points),
         Posting::merchant("points_redeemed", POINTS, points),
     ];
-    let (transaction_id, _, balance_rows) = record_and_read(
+    let (transaction_id, _, balances_after) = record_and_read(
         connection,
         script,
         merchant_id,
@@ -2245,7 +2268,7 @@ async fn redeem_gift(
         stock_left,
         transaction_id,
         balances: context
-            .balances_from(connection, balance_rows, member_id, &[])
+            .balances_from(connection, balances_after, member_id, &[])
             .await?,
     }))
 }
@@ -2278,7 +2301,7 @@ async fn adjust(
             )));
         }
     }
-    let (transaction_id, new_balances, balance_rows) = record_and_read(
+    let (transaction_id, new_balances, balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -2313,7 +2336,7 @@ async fn adjust(
         points,
         reason: reason.trim().to_string(),
         balances: context
-            .balances_from(connection, balance_rows, member_id, &queued_lots)
+            .balances_from(connection, balances_after, member_id, &queued_lots)
             .await?,
     }))
 }
@@ -2348,7 +2371,7 @@ async fn top_up(
             bonus,
         ),
     ];
-    let (transaction_id, _, balance_rows) = record_and_read(
+    let (transaction_id, _, balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -2362,7 +2385,7 @@ async fn top_up(
         amount: context.money(amount),
         bonus: context.money(bonus),
         balances: context
-            .balances_from(connection, balance_rows, member_id, &[])
+            .balances_from(connection, balances_after, member_id, &[])
             .await?,
     }))
 }
@@ -2380,6 +2403,8 @@ async fn sell_count_card(
     begin_member_write(connection, script, context, member_id).await?;
     let card_id = new_id("card");
     let account_id = count_card_account_id(&card_id);
+    // A new card is listed with the member's balances: the next read must see it.
+    script.remembered().forget(&merchant.id, member_id);
     let expires_at = context.now + package.valid_days * MICROS_PER_DAY;
     session::query(
         "INSERT INTO accounts (merchant_id, id, member_id, asset, kind, balance, version, created_at) \
@@ -2421,7 +2446,7 @@ async fn sell_count_card(
     let mut stored_value_paid = None;
     if method == PaymentMethod::StoredValue && package.price > 0 {
         let (principal, bonus) =
-            stored_value_draw(connection, context, member_id, package.price).await?;
+            stored_value_draw(connection, script, context, member_id, package.price).await?;
         transaction
             .postings
             .extend(stored_value_postings(context, member_id, principal, bonus));
@@ -2430,7 +2455,7 @@ async fn sell_count_card(
             bonus: context.money(bonus),
         });
     }
-    let (transaction_id, _, balance_rows) = record_and_read(
+    let (transaction_id, _, balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -2451,7 +2476,7 @@ async fn sell_count_card(
         },
         stored_value_paid,
         balances: context
-            .balances_from(connection, balance_rows, member_id, &[])
+            .balances_from(connection, balances_after, member_id, &[])
             .await?,
     }))
 }
@@ -2499,7 +2524,7 @@ async fn consume(
         Posting::member(account_id, USES, -uses),
         Posting::merchant("count_card_uses_consumed", USES, uses),
     ];
-    let (transaction_id, _, balance_rows) = record_and_read(
+    let (transaction_id, _, balances_after) = record_and_read(
         connection,
         script,
         &merchant.id,
@@ -2514,7 +2539,7 @@ async fn consume(
         uses,
         remaining: balance - uses,
         balances: context
-            .balances_from(connection, balance_rows, member_id, &[])
+            .balances_from(connection, balances_after, member_id, &[])
             .await?,
     }))
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Backend, Database, Script};
 use crate::error::CoreError;
+use crate::ledger::RememberedBalances;
 use crate::merchants::Merchant;
 use crate::operations::{map_script_error, Command, Outcome};
 use crate::session::{self, Session};
@@ -360,6 +361,8 @@ async fn run_attempt(
     }
     let mut verdicts = Vec::with_capacity(batch.len());
     let mut broken = false;
+    // Members' balances read by the attempt's earlier commands (see `RememberedBalances`).
+    let mut remembered = RememberedBalances::default();
     for envelope in batch {
         if broken {
             verdicts.push(Verdict::Broken);
@@ -380,7 +383,15 @@ async fn run_attempt(
                 continue;
             }
         }
-        match run_command(connection, database.backend, &envelope.submission, guard).await {
+        let ran = run_command(
+            connection,
+            database.backend,
+            &envelope.submission,
+            guard,
+            &mut remembered,
+        )
+        .await;
+        match ran {
             Ok(Err(_)) if guard == Guard::Optimistic => {
                 if let Err(error) = session::query("ROLLBACK").execute(&mut *connection).await {
                     tracing::error!(%error, "writer cannot roll back");
@@ -440,14 +451,18 @@ async fn answered_before(
 /// with its Idempotency-Key row; inside a savepoint when `guard` asks for one. The outer error
 /// means the connection or transaction is unusable; the inner result is the command's own
 /// (unguarded, a failed command may have written part of itself: the caller rolls back).
+/// `remembered` comes from the batch's earlier commands and is handed on only if this one
+/// wrote all it meant to: whatever a failed command changed is rolled back, and its figures
+/// with it.
 async fn run_command(
     connection: &mut Session<'_>,
     backend: Backend,
     submission: &Submission,
     guard: Guard,
+    remembered: &mut RememberedBalances,
 ) -> Result<Result<Outcome, CoreError>, CoreError> {
     let merchant_id = &submission.merchant.id;
-    let mut script = Script::new(backend);
+    let mut script = Script::carrying(backend, std::mem::take(remembered));
     let guarded = guard == Guard::Savepoints;
     if guarded {
         script.open_savepoint(connection, "command").await?;
@@ -486,9 +501,11 @@ async fn run_command(
             script.push_raw("RELEASE SAVEPOINT command");
         }
         match script.flush(connection).await {
-            Ok(()) if release_queued => return Ok(result),
-            Ok(()) => {}
+            Ok(()) => *remembered = script.take_remembered(),
             Err(error) => result = Err(error),
+        }
+        if release_queued && result.is_ok() {
+            return Ok(result);
         }
     }
     if !guarded {
