@@ -9,6 +9,9 @@
 //! and a refused one not at all; each member's balances equal the setup plus the sum of the
 //! successful operations' receipts; and `verify` passes (conservation, no negative balance,
 //! cached balances equal postings, lots match balances).
+//!
+//! A second test fires a burst of purchases at one member and checks that each answer holds
+//! the member's balances right after that purchase (the writer's batches remember balances).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -578,4 +581,91 @@ async fn concurrent_mixed_operations(backend: Backend) {
     server.verify().await;
 }
 
-backend_tests!(concurrent_mixed_operations);
+/// Purchases fired at one member at once share the writer's batches, where the member's later
+/// purchases answer from the balances the batch remembers (no read). Each answer must still
+/// be the member's balances right after that purchase: ordered by points available, every
+/// answer is the one before plus its own points, its stored value is the top-up less the
+/// stored-value payments up to it, and all the points expire within the first one's day.
+async fn one_member_burst_answers_each_purchase_with_its_own_balances(backend: Backend) {
+    const PURCHASES: i64 = 96;
+    const TOP_UP: i64 = 500_000;
+    let server = Arc::new(TestServer::start(backend).await);
+    let merchant = server.merchant("Burst", "CNY").await;
+    server
+        .patch(
+            "/v1/merchant",
+            &merchant.key,
+            &json!({"settings": {"points_per_currency_unit": "1", "points_pending_days": 0}}),
+        )
+        .await
+        .ok(200);
+    let store = server.store(&merchant.key).await;
+    let member = server
+        .post(
+            "/v1/members",
+            &merchant.key,
+            &json!({"external_id": "burst"}),
+        )
+        .await
+        .id();
+    server
+        .post_idem(
+            &format!("/v1/members/{member}/stored-value/top-ups"),
+            &merchant.key,
+            "burst-top-up",
+            &json!({"amount": money(TOP_UP), "store_id": store, "payment_method": "card"}),
+        )
+        .await
+        .ok(201);
+    let sends = (1..=PURCHASES).map(|index| {
+        let server = server.clone();
+        let key = merchant.key.clone();
+        let body = json!({
+            "member_id": member,
+            "store_id": store,
+            "items": [{"sku": "TEA", "quantity": 1, "unit_price": money(index * 100)}],
+            // every third pays with stored value
+            "payments": [{"method": if index % 3 == 0 { "stored_value" } else { "cash" }, "amount": money(index * 100)}],
+        });
+        async move {
+            let response = server
+                .post_idem("/v1/purchases", &key, &format!("burst-{index}"), &body)
+                .await;
+            (index, response.ok(201).clone())
+        }
+    });
+    let mut answers = futures::future::join_all(sends).await;
+    answers.sort_by_key(|(_, receipt)| receipt["balances"]["points"]["available"].as_i64());
+    let mut points = 0;
+    let mut stored_value = TOP_UP;
+    let mut first_expiry: Option<String> = None;
+    for (index, receipt) in &answers {
+        assert_eq!(receipt["points_awarded"], *index, "1 point per yuan");
+        points += index;
+        if index % 3 == 0 {
+            stored_value -= index * 100;
+        }
+        let balances = &receipt["balances"];
+        assert_eq!(balances["points"]["available"], points, "purchase {index}");
+        assert_eq!(
+            balances["stored_value"]["total"],
+            money(stored_value),
+            "purchase {index}: {balances}"
+        );
+        let expiring = &balances["points"]["expiring_next"];
+        assert_eq!(expiring["points"], points, "purchase {index}: {balances}");
+        let at = expiring["at"].as_str().expect("an expiry").to_string();
+        assert_eq!(*first_expiry.get_or_insert(at.clone()), at);
+    }
+    let last = answers.last().expect("answers").1["balances"].clone();
+    let now = server
+        .get(&format!("/v1/members/{member}/balances"), &merchant.key)
+        .await;
+    assert_eq!(now.ok(200), &last, "the last answer is the balances now");
+    server.verify().await;
+}
+
+backend_tests!(
+    concurrent_mixed_operations,
+    one_member_burst_answers_each_purchase_with_its_own_balances
+);
