@@ -585,7 +585,8 @@ async fn concurrent_mixed_operations(backend: Backend) {
 /// purchases answer from the balances the batch remembers (no read). Each answer must still
 /// be the member's balances right after that purchase: ordered by points available, every
 /// answer is the one before plus its own points, its stored value is the top-up less the
-/// stored-value payments up to it, and all the points expire within the first one's day.
+/// stored-value payments up to it, and its next expiry is no later than the one before, with
+/// all the points in its day.
 async fn one_member_burst_answers_each_purchase_with_its_own_balances(backend: Backend) {
     const PURCHASES: i64 = 96;
     const TOP_UP: i64 = 500_000;
@@ -638,7 +639,7 @@ async fn one_member_burst_answers_each_purchase_with_its_own_balances(backend: B
     answers.sort_by_key(|(_, receipt)| receipt["balances"]["points"]["available"].as_i64());
     let mut points = 0;
     let mut stored_value = TOP_UP;
-    let mut first_expiry: Option<String> = None;
+    let mut earliest_expiry: Option<time::OffsetDateTime> = None;
     for (index, receipt) in &answers {
         assert_eq!(receipt["points_awarded"], *index, "1 point per yuan");
         points += index;
@@ -654,8 +655,20 @@ async fn one_member_burst_answers_each_purchase_with_its_own_balances(backend: B
         );
         let expiring = &balances["points"]["expiring_next"];
         assert_eq!(expiring["points"], points, "purchase {index}: {balances}");
-        let at = expiring["at"].as_str().expect("an expiry").to_string();
-        assert_eq!(*first_expiry.get_or_insert(at.clone()), at);
+        // The earliest expiry so far: requests are stamped before they queue, so a later
+        // purchase in the batch may carry an earlier time, and its lot expire first.
+        let at = time::OffsetDateTime::parse(
+            expiring["at"].as_str().expect("an expiry"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339");
+        if let Some(earlier) = earliest_expiry {
+            assert!(
+                at <= earlier,
+                "purchase {index}: the next expiry moved later"
+            );
+        }
+        earliest_expiry = Some(at);
     }
     let last = answers.last().expect("answers").1["balances"].clone();
     let now = server
