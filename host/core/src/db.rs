@@ -143,17 +143,31 @@ impl Database {
         if self.backend == Backend::Postgres {
             // Per member, not per statistics sample: see POINT_LOTS_MEMBER_DISTINCT_FRACTION.
             // PostgreSQL-only DDL, so it lives here rather than in the shared migrations; it
-            // is idempotent and applies from the table's next ANALYZE.
-            sqlx::query(&format!(
-                "ALTER TABLE point_lots ALTER COLUMN member_id SET (n_distinct = {POINT_LOTS_MEMBER_DISTINCT_FRACTION})"
-            ))
-            .execute(&self.pool)
-            .await?;
+            // applies from the table's next ANALYZE. Each setting is written only where it is
+            // missing: an ALTER rewrites the catalog row even when nothing changes, and that
+            // makes every session of every host sharing the database drop its cached plans
+            // of the table.
+            let distinct = format!("n_distinct={POINT_LOTS_MEMBER_DISTINCT_FRACTION}");
+            if !self
+                .column_options("point_lots", "member_id")
+                .await?
+                .contains(&distinct)
+            {
+                sqlx::query(&format!(
+                    "ALTER TABLE point_lots ALTER COLUMN member_id SET (n_distinct = {POINT_LOTS_MEMBER_DISTINCT_FRACTION})"
+                ))
+                .execute(&self.pool)
+                .await?;
+            }
             // Rows that every purchase updates keep room on their page, so the new version
             // can stay on it as a heap-only tuple (HOT): none of the columns these updates
             // change is indexed. On a full page each update writes the row to another page
             // and a new entry into every index of the table.
+            let fillfactor = format!("fillfactor={UPDATED_IN_PLACE_FILLFACTOR_PERCENT}");
             for table in UPDATED_IN_PLACE_TABLES {
+                if self.table_options(table).await?.contains(&fillfactor) {
+                    continue;
+                }
                 sqlx::query(&format!(
                     "ALTER TABLE {table} SET (fillfactor = {UPDATED_IN_PLACE_FILLFACTOR_PERCENT})"
                 ))
@@ -162,6 +176,31 @@ impl Database {
             }
         }
         Ok(())
+    }
+
+    /// A PostgreSQL table's storage settings (`reloptions`), as `name=value` items.
+    async fn table_options(&self, table: &str) -> Result<Vec<String>, CoreError> {
+        let options: String = sqlx::query_scalar(
+            "SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class \
+             WHERE oid = CAST($1 AS regclass)",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(options.split(',').map(str::to_string).collect())
+    }
+
+    /// A PostgreSQL column's settings (`attoptions`), as `name=value` items.
+    async fn column_options(&self, table: &str, column: &str) -> Result<Vec<String>, CoreError> {
+        let options: String = sqlx::query_scalar(
+            "SELECT COALESCE(array_to_string(attoptions, ','), '') FROM pg_attribute \
+             WHERE attrelid = CAST($1 AS regclass) AND attname = $2",
+        )
+        .bind(table)
+        .bind(column)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(options.split(',').map(str::to_string).collect())
     }
 
     /// The statement that opens a write transaction. SQLite takes the write lock at once so a
