@@ -405,10 +405,11 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let lanes = state.writer.lanes();
     println!(
-        "loyalty host listening on http://{listen} (database {}, {} writer lanes)",
+        "loyalty host listening on http://{listen} (database {}, {lanes} writer lane{})",
         redact(url),
-        state.writer.lanes()
+        if lanes == 1 { "" } else { "s" }
     );
     println!("operator key: {operator_key}");
     axum::serve(listener, router(state))
