@@ -149,7 +149,7 @@ impl Database {
             // of the table.
             let distinct = format!("n_distinct={POINT_LOTS_MEMBER_DISTINCT_FRACTION}");
             if !self
-                .column_options("point_lots", "member_id")
+                .stored_options("point_lots", Some("member_id"))
                 .await?
                 .contains(&distinct)
             {
@@ -165,7 +165,11 @@ impl Database {
             // and a new entry into every index of the table.
             let fillfactor = format!("fillfactor={UPDATED_IN_PLACE_FILLFACTOR_PERCENT}");
             for table in UPDATED_IN_PLACE_TABLES {
-                if self.table_options(table).await?.contains(&fillfactor) {
+                if self
+                    .stored_options(table, None)
+                    .await?
+                    .contains(&fillfactor)
+                {
                     continue;
                 }
                 sqlx::query(&format!(
@@ -178,28 +182,27 @@ impl Database {
         Ok(())
     }
 
-    /// A PostgreSQL table's storage settings (`reloptions`), as `name=value` items.
-    async fn table_options(&self, table: &str) -> Result<Vec<String>, CoreError> {
-        let options: String = sqlx::query_scalar(
-            "SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class \
-             WHERE oid = CAST($1 AS regclass)",
-        )
-        .bind(table)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(options.split(',').map(str::to_string).collect())
-    }
-
-    /// A PostgreSQL column's settings (`attoptions`), as `name=value` items.
-    async fn column_options(&self, table: &str, column: &str) -> Result<Vec<String>, CoreError> {
-        let options: String = sqlx::query_scalar(
-            "SELECT COALESCE(array_to_string(attoptions, ','), '') FROM pg_attribute \
-             WHERE attrelid = CAST($1 AS regclass) AND attname = $2",
-        )
-        .bind(table)
-        .bind(column)
-        .fetch_one(&self.pool)
-        .await?;
+    /// PostgreSQL's stored settings of a table (`reloptions`) or, given one, of its column
+    /// (`attoptions`), as `name=value` items.
+    async fn stored_options(
+        &self,
+        table: &str,
+        column: Option<&str>,
+    ) -> Result<Vec<String>, CoreError> {
+        let query = match column {
+            None => sqlx::query_scalar::<_, String>(
+                "SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class \
+                 WHERE oid = CAST($1 AS regclass)",
+            )
+            .bind(table),
+            Some(column) => sqlx::query_scalar::<_, String>(
+                "SELECT COALESCE(array_to_string(attoptions, ','), '') FROM pg_attribute \
+                 WHERE attrelid = CAST($1 AS regclass) AND attname = $2",
+            )
+            .bind(table)
+            .bind(column),
+        };
+        let options = query.fetch_one(&self.pool).await?;
         Ok(options.split(',').map(str::to_string).collect())
     }
 

@@ -282,10 +282,10 @@ async fn update_and_read(
             values.push((*delta).into());
         }
     }
-    let remembered = read_member.and_then(|member_id| {
+    let remembered = read_member.is_some_and(|member_id| {
         script
             .remembered()
-            .usable(merchant_id, member_id, deltas.keys().copied(), now)
+            .holds(merchant_id, member_id, deltas.keys().copied(), now)
     });
     let read_values = |member_id: &str| -> Vec<SqlValue> {
         vec![
@@ -296,7 +296,7 @@ async fn update_and_read(
         ]
     };
     let rows = match read_member {
-        Some(member_id) if remembered.is_none() => match script.backend() {
+        Some(member_id) if !remembered => match script.backend() {
             Backend::Sqlite => {
                 let read = balances_sql(1, values.len() + 1);
                 let sql = if sql.is_empty() {
@@ -353,32 +353,29 @@ async fn update_and_read(
         script.remembered().move_accounts(merchant_id, &touched);
         return Ok((touched, None));
     };
-    let snapshot = match remembered {
-        Some(mut snapshot) => {
-            snapshot.move_accounts(&touched);
-            #[cfg(debug_assertions)]
-            {
-                // Every test run checks the remembered figures against a real read.
-                let read = read_balances(connection, script, merchant_id, member_id, now).await?;
-                assert_eq!(
-                    snapshot, read,
-                    "remembered balances of {member_id} differ from the database's"
-                );
-            }
-            snapshot
+    let snapshot = if remembered {
+        let snapshot = script.remembered().moved(merchant_id, member_id, &touched);
+        #[cfg(debug_assertions)]
+        {
+            // Every test run checks the remembered figures against a real read.
+            let read = read_balances(connection, script, merchant_id, member_id, now).await?;
+            assert_eq!(
+                snapshot, read,
+                "remembered balances of {member_id} differ from the database's"
+            );
         }
-        None => {
-            if lots_summed >= crate::points::EXPIRY_HOURS_LOTS_MIN {
-                // This read summed many lots; the member's next reads will not.
-                crate::points::keep_expiry_hours(connection, script, merchant_id, member_id)
-                    .await?;
-            }
-            BalanceSnapshot::from_rows(balance_rows)?
+        snapshot
+    } else {
+        if lots_summed >= crate::points::EXPIRY_HOURS_LOTS_MIN {
+            // This read summed many lots; the member's next reads will not.
+            crate::points::keep_expiry_hours(connection, script, merchant_id, member_id).await?;
         }
+        let snapshot = BalanceSnapshot::from_rows(balance_rows)?;
+        script
+            .remembered()
+            .remember(merchant_id, member_id, snapshot.clone());
+        snapshot
     };
-    script
-        .remembered()
-        .remember(merchant_id, member_id, snapshot.clone());
     Ok((touched, Some(snapshot)))
 }
 
@@ -745,18 +742,34 @@ pub struct RememberedBalances {
 }
 
 impl RememberedBalances {
-    /// The member's remembered balances, if they hold for an update of `accounts` at `now`.
-    fn usable<'a>(
+    /// Whether the member is remembered with balances that hold for an update of `accounts`
+    /// at `now`.
+    fn holds<'a>(
         &self,
         merchant_id: &str,
         member_id: &str,
         accounts: impl Iterator<Item = &'a str>,
         now: i64,
-    ) -> Option<BalanceSnapshot> {
+    ) -> bool {
         self.members
             .get(&(merchant_id.to_string(), member_id.to_string()))
-            .filter(|snapshot| snapshot.holds_for(accounts, now))
-            .cloned()
+            .is_some_and(|snapshot| snapshot.holds_for(accounts, now))
+    }
+
+    /// Moves the remembered member's accounts to the balances an update returned, and gives
+    /// their balances as they now stand. The member is remembered ([`Self::holds`]).
+    fn moved(
+        &mut self,
+        merchant_id: &str,
+        member_id: &str,
+        touched: &BTreeMap<String, i64>,
+    ) -> BalanceSnapshot {
+        let snapshot = self
+            .members
+            .get_mut(&(merchant_id.to_string(), member_id.to_string()))
+            .expect("a member whose remembered balances hold is remembered");
+        snapshot.move_accounts(touched);
+        snapshot.clone()
     }
 
     /// The member's remembered account balances, if any.
@@ -778,11 +791,6 @@ impl RememberedBalances {
     pub fn forget(&mut self, merchant_id: &str, member_id: &str) {
         self.members
             .remove(&(merchant_id.to_string(), member_id.to_string()));
-    }
-
-    /// Forgets every member.
-    pub fn clear(&mut self) {
-        self.members.clear();
     }
 
     /// Takes new account balances from an update that named no member: each account moves in
@@ -1136,15 +1144,9 @@ mod tests {
         remembered.remember("mer", "a", snapshot(&[("a:points", 10), ("a:sv", 5)], None));
         remembered.remember("mer", "b", snapshot(&[("b:points", 1)], None));
         // Usable for an update of the member's own accounts only.
-        assert!(remembered
-            .usable("mer", "a", ["a:points"].into_iter(), 0)
-            .is_some());
-        assert!(remembered
-            .usable("mer", "a", ["card:uses"].into_iter(), 0)
-            .is_none());
-        assert!(remembered
-            .usable("other", "a", ["a:points"].into_iter(), 0)
-            .is_none());
+        assert!(remembered.holds("mer", "a", ["a:points"].into_iter(), 0));
+        assert!(!remembered.holds("mer", "a", ["card:uses"].into_iter(), 0));
+        assert!(!remembered.holds("other", "a", ["a:points"].into_iter(), 0));
         // An update that named no member moves the holder's figure.
         remembered.move_accounts("mer", &BTreeMap::from([("a:sv".to_string(), 3)]));
         assert_eq!(remembered.accounts("mer", "a").unwrap()["a:sv"], 3);
